@@ -1,0 +1,124 @@
+"""The record of one stiffness measurement: the contract between math, store, callback and CLI.
+
+NumPy only. A :class:`Measurement` is what :func:`keras_stiffness.summary.summarize` returns, what
+:class:`keras_stiffness.store.RunWriter` appends as one row, and what
+:meth:`keras_stiffness.store.Run.measurement` gives back.
+
+Axis letters used in the shapes below (declared once, used everywhere):
+
+- ``P``: pair sets, a subset of :data:`PAIR_SETS` in that order (``"train-train"`` always; the two
+  with ``"val"`` only when the probe set has a held-out part).
+- ``M``: measures, a subset of :data:`MEASURES` in that order.
+- ``C``: classes. Class matrices are directed: ``[a, b]`` = step on an example of class ``a`` (from the
+  first set of the pair set), effect on an example of class ``b`` (from the second set).
+- ``L``: layers of the model that own trainable weights (the Gram blocks), in forward order.
+- ``R``: representation spaces for distances: ``"input"`` then one per chosen layer.
+- ``B``: distance bins.
+- ``N``: probes (training part first, then the held-out part).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+import numpy as np
+
+PAIR_SETS = ("train-train", "train-val", "val-val")
+MEASURES = ("sign", "cos")
+TAGS = ("step", "epoch", "train_loss", "val_loss", "learning_rate", "wall_time")
+
+
+@dataclasses.dataclass
+class Measurement:
+    """One measurement of stiffness on a fixed probe set.
+
+    Attributes:
+        step: Optimizer steps taken when measured (0 = at initialization).
+        epoch: Epochs completed when measured (0.0 at initialization; fractional for step schedules).
+        train_loss: Training loss at that moment (NaN when unknown, e.g. at step 0).
+        val_loss: Validation loss (NaN when unknown).
+        learning_rate: Optimizer learning rate at that moment (NaN when unknown).
+        wall_time: Seconds since the run started.
+        pair_sets: Names of the ``P`` pair sets, in :data:`PAIR_SETS` order.
+        measures: Names of the ``M`` measures, in :data:`MEASURES` order.
+        class_matrix: ``(P, M, C, C)`` mean stiffness per directed class pair, i != j; NaN without pairs.
+        class_pairs: ``(P, C, C)`` number of pairs behind each class-matrix entry.
+        within: ``(P, M)`` mean of the class matrix diagonal (NaN entries ignored).
+        between: ``(P, M)`` mean of the off-diagonal class-matrix entries (NaN entries ignored).
+        mean: ``(P, M)`` mean stiffness over all pairs of the pair set.
+        pairs: ``(P,)`` number of pairs in each pair set.
+        layers: Names of the ``L`` layers with trainable weights.
+        layer_mean: ``(L, P, M)`` like ``mean`` but from that layer's Gram block alone.
+        layer_within: ``(L, P, M)`` like ``within`` from that layer's Gram block.
+        layer_between: ``(L, P, M)`` like ``between`` from that layer's Gram block.
+        spaces: Names of the ``R`` representation spaces (``"input"`` first).
+        distance_edges: ``(R, B + 1)`` bin edges of the distance curves.
+        curve_mean: ``(R, M, B)`` mean stiffness of train-train pairs per distance bin (NaN if empty).
+        curve_count: ``(R, B)`` pairs per bin.
+        critical_length: ``(R, M)`` first zero crossing of the binned curve (NaN when none).
+        critical_length_fit: ``(R, M)`` zero of a line fitted to within-class stiffness vs distance
+            (NaN when the slope is not negative or there are too few pairs).
+        zero_grad: Number of probes whose gradient has zero norm (their stiffness is 0).
+        gram: Optional ``(N, N)`` float64 Gram matrix of all probes, total over layers.
+    """
+
+    step: int
+    epoch: float
+    train_loss: float
+    val_loss: float
+    learning_rate: float
+    wall_time: float
+    pair_sets: tuple
+    measures: tuple
+    class_matrix: np.ndarray
+    class_pairs: np.ndarray
+    within: np.ndarray
+    between: np.ndarray
+    mean: np.ndarray
+    pairs: np.ndarray
+    layers: tuple
+    layer_mean: np.ndarray
+    layer_within: np.ndarray
+    layer_between: np.ndarray
+    spaces: tuple
+    distance_edges: np.ndarray
+    curve_mean: np.ndarray
+    curve_count: np.ndarray
+    critical_length: np.ndarray
+    critical_length_fit: np.ndarray
+    zero_grad: int = 0
+    gram: Optional[np.ndarray] = None
+
+    def scalar(self, name: str, pair_set: str = "train-train", measure: str = "cos") -> float:
+        """One summary as a float: ``name`` in {"within", "between", "mean"}.
+
+        Example:
+            >>> m.scalar("within", "train-val", "sign")  # doctest: +SKIP
+            0.93
+        """
+        if name not in ("within", "between", "mean"):
+            raise ValueError(
+                f"Unknown summary: received name={name!r}; expected 'within', 'between' or 'mean'."
+            )
+        table = getattr(self, name)
+        try:
+            p = self.pair_sets.index(pair_set)
+        except ValueError:
+            raise ValueError(
+                f"Unknown pair set: received {pair_set!r}; this measurement has {list(self.pair_sets)}."
+            ) from None
+        try:
+            k = self.measures.index(measure)
+        except ValueError:
+            raise ValueError(
+                f"Unknown measure: received {measure!r}; this measurement has {list(self.measures)}."
+            ) from None
+        return float(table[p, k])
+
+
+def nan_to_none(value: float) -> Optional[float]:
+    """A float for JSON: NaN becomes ``None``."""
+    value = float(value)
+    return None if math.isnan(value) else value
