@@ -1,0 +1,247 @@
+"""``gradient_gram``: the exact Gram matrix of per-example loss gradients of a Keras model."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import warnings
+from typing import Dict, Optional
+
+import numpy as np
+
+from keras_stiffness.engine.units import FALLBACK, model_units
+
+#: Probes per forward/backward pass of the capture.
+CAPTURE_CHUNK = 1024
+
+_WARNED: set = set()
+
+
+class Method(str, enum.Enum):
+    """How the Gram matrix is computed. All three are exact; they differ in cost.
+
+    - ``STRUCTURED``: per-layer rules from one forward and one backward pass (Dense:
+      ``(AAᵀ)⊙(ΔΔᵀ)``, cost ``N²(d_in + d_out)``); layers without a rule use the exact per-example
+      jacobian of their own weights, with a warning naming each such layer once.
+    - ``AUTO``: the same as structured; when no layer of the model has a rule it goes straight to the
+      whole-model jacobian (same result, less overhead).
+    - ``JACOBIAN``: the reference: per-example jacobian of the loss vector with respect to all weights,
+      chunked over probes (cost ``N·P`` memory per chunk and roughly ``N`` backward passes).
+    """
+
+    AUTO = "auto"
+    STRUCTURED = "structured"
+    JACOBIAN = "jacobian"
+
+
+@dataclasses.dataclass
+class GramResult:
+    """The Gram matrix of per-example gradients, total and per layer.
+
+    Attributes:
+        total: ``(N, N)`` float64, ``G_ij = g_i · g_j`` over all trainable weights.
+        per_layer: Layer name → ``(N, N)`` block from that layer's weights; the blocks sum to ``total``.
+        rules: Layer name → how its block was computed (``"dense"``, ``"conv"``, ...,
+            ``"fallback:jacobian"``).
+        method: The method used.
+        losses: ``(N,)`` per-example losses at the current weights.
+
+    Example:
+        >>> result = gradient_gram(model, x, y)  # doctest: +SKIP
+        >>> np.allclose(sum(result.per_layer.values()), result.total)  # doctest: +SKIP
+        True
+    """
+
+    total: np.ndarray
+    per_layer: Dict[str, np.ndarray]
+    rules: Dict[str, str]
+    method: str
+    losses: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.total.shape[0])
+
+
+def parse_method(method) -> Method:
+    """Validate ``method`` at the public entry."""
+    try:
+        return Method(method)
+    except ValueError:
+        raise ValueError(
+            f"Received method={method!r}; expected one of {[m.value for m in Method]}."
+        ) from None
+
+
+def check_probes(x, y) -> tuple:
+    """Probes as NumPy arrays, checked: lengths, N >= 2, finite inputs."""
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim == 0 or y.ndim == 0:
+        raise ValueError(
+            f"Received x of shape {x.shape} and y of shape {y.shape}; expected arrays with the probes "
+            "along the first axis."
+        )
+    if len(x) != len(y):
+        raise ValueError(
+            f"Received x with {len(x)} examples and y with {len(y)}; expected the same number of "
+            "inputs and labels."
+        )
+    if len(x) < 2:
+        raise ValueError(
+            f"Received N={len(x)} probe(s); stiffness compares pairs, so at least 2 are needed."
+        )
+    if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
+        raise TypeError(f"Received x of dtype {x.dtype}; expected numeric inputs.")
+    if np.issubdtype(x.dtype, np.floating):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            first = int(np.flatnonzero(bad.reshape(len(x), -1).any(axis=1))[0])
+            raise ValueError(
+                f"Received x with {int(bad.sum())} NaN/Inf value(s) (first in example {first}); "
+                "expected finite inputs. Fix: clean or re-standardize the probes."
+            )
+    return x, y
+
+
+def check_model(model) -> None:
+    """The model must be a built Keras model."""
+    import keras
+
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            f"Received model of type {type(model).__name__}; expected a Keras model. For other "
+            "TensorFlow models use keras_stiffness.FunctionAdapter(per_example_loss, variables)."
+        )
+    if not model.built:
+        raise ValueError(
+            f"Received an unbuilt model {model.name!r} (its weights do not exist yet); expected a "
+            "built model. Fix: call model.build(input_shape), or call the model on a batch first."
+        )
+    if not model.trainable_variables:
+        raise ValueError(
+            f"Received model {model.name!r} with no trainable weights; stiffness needs gradients."
+        )
+
+
+def _warn_fallback(unit) -> None:
+    key = (id(unit.layer), unit.reason)
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    warnings.warn(
+        f"Layer {unit.layer.name!r} ({type(unit.layer).__name__}): {unit.reason}; using the exact "
+        "per-example jacobian of its weights (slower). Register a rule with "
+        "keras_stiffness.register_rule to speed it up.",
+        stacklevel=3,
+    )
+
+
+def gradient_gram(
+    model,
+    x,
+    y,
+    *,
+    loss=None,
+    method: str = "auto",
+    chunk_size: Optional[int] = None,
+) -> GramResult:
+    """Exact Gram matrix ``G_ij = g_i · g_j`` of per-example loss gradients over all trainable weights.
+
+    Inference mode always (dropout off, BatchNormalization on its moving statistics); regularization
+    losses are excluded. Nothing in the model changes: weights, optimizer and statistics are untouched.
+
+    Args:
+        model: A built Keras model (Sequential, functional or subclassed), single output.
+        x: ``(N, ...)`` probe inputs.
+        y: ``(N,)`` integer labels or ``(N, ...)`` targets shaped like the model's output.
+        loss: Defaults to the model's compiled loss; or a Keras ``Loss`` (any reduction), a loss name,
+            or a callable ``(y_true, y_pred) -> (N,)`` per-example losses.
+        method: ``"auto"``, ``"structured"`` or ``"jacobian"`` (see :class:`Method`).
+        chunk_size: Probes per capture pass (default 1024).
+
+    Returns:
+        A :class:`GramResult`.
+
+    Raises:
+        ValueError: Mismatched lengths, N < 2, NaN/Inf inputs, labels out of range, an unbuilt model,
+            no loss, an unknown method.
+        TypeError: A model that is not a Keras model, or an unsupported loss.
+
+    Example:
+        >>> result = gradient_gram(model, x_probe, y_probe)  # doctest: +SKIP
+        >>> result.total.shape, sorted(result.per_layer)  # doctest: +SKIP
+        ((500, 500), ['dense', 'dense_1', 'dense_2', 'dense_3'])
+    """
+    from keras_stiffness.engine.losses import check_labels, resolve_loss
+
+    method = parse_method(method)
+    check_model(model)
+    x, y = check_probes(x, y)
+    per_example_loss, loss_name = resolve_loss(model, loss)
+    x = x.astype(np.float32) if np.issubdtype(x.dtype, np.floating) else x
+    out_shape = tuple(np.asarray(model(x[:2], training=False)).shape)
+    check_labels(y, out_shape, loss_name)
+    units = model_units(model)
+    if method is Method.AUTO and all(u.rule is None for u in units):
+        method_used = Method.JACOBIAN
+    else:
+        method_used = method
+    if method_used is Method.JACOBIAN:
+        from keras_stiffness.engine.fallback import model_jacobian_grams
+
+        per_layer, losses = model_jacobian_grams(model, units, x, y, per_example_loss)
+        rules = {u.name: "jacobian" for u in units}
+    else:
+        per_layer, losses, rules = _structured(model, units, x, y, per_example_loss, chunk_size)
+    _check_losses(losses, loss_name)
+    total = np.zeros((len(x), len(x)))
+    for g in per_layer.values():
+        total += g
+    return GramResult(total=total, per_layer=per_layer, rules=rules, method=method_used.value, losses=losses)
+
+
+def _structured(model, units, x, y, per_example_loss, chunk_size) -> tuple:
+    from keras_stiffness.engine.capture import capture
+    from keras_stiffness.engine.fallback import layer_fallback_gram
+
+    captures, losses, _ = capture(
+        model, units, x, y, per_example_loss, chunk_size=chunk_size or CAPTURE_CHUNK
+    )
+    n = len(x)
+    per_layer: Dict[str, np.ndarray] = {}
+    rules: Dict[str, str] = {}
+    for unit in _forward_order(units, captures):
+        captured = captures.get(unit.name)
+        if captured is None:  # the layer was never called: its weights get no gradient
+            per_layer[unit.name] = np.zeros((n, n))
+        elif unit.rule is None:
+            _warn_fallback(unit)
+            per_layer[unit.name] = _sum(layer_fallback_gram(unit, captured), n)
+        else:
+            per_layer[unit.name] = _sum(unit.rule.gram(unit.layer, captured), n)
+        rules[unit.name] = unit.rule_name
+    return per_layer, losses, rules
+
+
+def _forward_order(units, captures):
+    """Units in the order their layers were first called (uncalled ones last)."""
+    order = list(captures)
+    return sorted(units, key=lambda u: order.index(u.name) if u.name in order else len(order))
+
+
+def _sum(blocks: Dict[str, np.ndarray], n: int) -> np.ndarray:
+    total = np.zeros((n, n))
+    for g in blocks.values():
+        total += g
+    return total
+
+
+def _check_losses(losses: np.ndarray, loss_name: str) -> None:
+    bad = ~np.isfinite(losses)
+    if bad.any():
+        raise ValueError(
+            f"The loss {loss_name!r} is NaN/Inf for {int(bad.sum())} probe(s) (first: index "
+            f"{int(np.flatnonzero(bad)[0])}); expected finite losses. Fix: check the labels and the "
+            "model's output (e.g. probabilities vs logits and the loss's from_logits setting)."
+        )

@@ -1,0 +1,180 @@
+"""The capture pass: one forward pass recording each unit's inputs (and tapped outputs), one backward
+pass of the summed per-example loss giving the gradient at every tap.
+
+Because in inference mode example i's loss depends on example i alone, the gradient of the *summed*
+loss at a tap is, row by row, the per-example output gradient ``δ_i``. Taps are zero tensors added to
+the tapped values; layers are wrapped by replacing ``call`` on the instance for the duration of the
+pass only (restored in ``finally``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from keras_stiffness.engine.rules.base import CallRecord, LayerCapture
+from keras_stiffness.engine.units import Unit
+
+
+def output_forward(layer, call, args, kwargs, tap):
+    """Default forward: run the layer, tap every floating-point output."""
+    import tensorflow as tf
+
+    out = call(*args, **kwargs)
+    leaves = tf.nest.flatten(out)
+    tapped = []
+    for k, leaf in enumerate(leaves):
+        if tf.is_tensor(leaf) and leaf.dtype.is_floating:
+            leaf = tap("out" if k == 0 else f"out.{k}", leaf)
+        tapped.append(leaf)
+    return tf.nest.pack_sequence_as(out, tapped)
+
+
+def _to_numpy(value):
+    import tensorflow as tf
+
+    return tf.nest.map_structure(lambda v: v.numpy() if tf.is_tensor(v) else v, value)
+
+
+@contextlib.contextmanager
+def wrapped_units(units: Sequence[Unit], on_call: Callable):
+    """Replace ``call`` on each unit's layer instance by ``on_call(unit, original, args, kwargs)``."""
+    saved = []
+    try:
+        for unit in units:
+            layer = unit.layer
+            previous = layer.__dict__.get("call", None)
+            original = layer.call
+
+            def wrapper(*args, _unit=unit, _original=original, **kwargs):
+                return on_call(_unit, _original, args, kwargs)
+
+            object.__setattr__(layer, "call", wrapper)
+            saved.append((layer, previous))
+        yield
+    finally:
+        for layer, previous in reversed(saved):
+            if previous is None:
+                object.__delattr__(layer, "call")
+            else:
+                object.__setattr__(layer, "call", previous)
+
+
+def _concat(parts: List, n_rows: List[int]):
+    """Concatenate probe-major arrays of several chunks; other values are taken from the first."""
+    first = parts[0]
+    if isinstance(first, np.ndarray) and first.ndim >= 1 and first.shape[0] == n_rows[0]:
+        return np.concatenate(parts, axis=0)
+    if isinstance(first, (tuple, list)):
+        return type(first)(_concat([p[k] for p in parts], n_rows) for k in range(len(first)))
+    if isinstance(first, dict):
+        return {k: _concat([p[k] for p in parts], n_rows) for k in first}
+    return first
+
+
+def capture(
+    model,
+    units: Sequence[Unit],
+    x: np.ndarray,
+    y: Optional[np.ndarray],
+    per_example_loss: Optional[Callable],
+    *,
+    chunk_size: int,
+    grads: bool = True,
+) -> tuple:
+    """Run the capture pass over ``x`` in chunks.
+
+    Args:
+        model: The Keras model (inference mode is forced).
+        units: Units whose layers are tapped.
+        x, y: Probes and labels.
+        per_example_loss: ``(y_true, y_pred) -> (n,)`` losses; unused when ``grads`` is False.
+        chunk_size: Probes per forward/backward pass.
+        grads: False for a forward-only pass (representations): only outputs are kept.
+
+    Returns:
+        ``(captures, losses, outputs)``: ``{unit name: LayerCapture}``, ``(N,)`` per-example losses
+        (``None`` without grads), ``{unit name: (N, ...) output of its first call}``; both dicts in
+        the order the layers were first called (forward order).
+    """
+    import tensorflow as tf
+
+    n = len(x)
+    chunks: Dict[str, List[List[CallRecord]]] = {u.name: [] for u in units}
+    outputs: Dict[str, List[np.ndarray]] = {u.name: [] for u in units}
+    losses: List[np.ndarray] = []
+    rows: List[int] = []
+    order: List[str] = []  # unit names in the order of their first call
+    for lo in range(0, n, chunk_size):
+        xb = x[lo : lo + chunk_size]
+        rows.append(len(xb))
+        records: Dict[str, List[CallRecord]] = {u.name: [] for u in units}
+        taps: List = []
+        tape = tf.GradientTape(watch_accessed_variables=False)
+
+        def on_call(unit, original, args, kwargs, _records=records, _taps=taps, _tape=tape):
+            record = CallRecord(args=args, kwargs=kwargs, values={})
+
+            def tap(name, z):
+                if not grads:
+                    return z
+                zero = tf.zeros_like(z)
+                _tape.watch(zero)
+                record.values[name] = z
+                _taps.append((record, name, zero))
+                return z + zero
+
+            forward = unit.rule.forward if unit.rule is not None and unit.rule.forward else output_forward
+            out = forward(unit.layer, original, args, kwargs, tap)
+            first = tf.nest.flatten(out)[0]
+            record.output = first
+            _records[unit.name].append(record)
+            if unit.name not in order:
+                order.append(unit.name)
+            return out
+
+        with wrapped_units(units, on_call), tape:
+            pred = model(tf.convert_to_tensor(xb), training=False)
+            if grads:
+                loss = per_example_loss(y[lo : lo + chunk_size], pred)
+                total = tf.reduce_sum(loss)
+        if grads:
+            grad_values = tape.gradient(total, [z for _, _, z in taps])
+            for (record, name, _), g in zip(taps, grad_values):
+                record.grads[name] = np.zeros(record.values[name].shape, np.float32) if g is None else g.numpy()
+            losses.append(loss.numpy())
+        for unit in units:
+            calls = records[unit.name]
+            if calls:
+                outputs[unit.name].append(np.asarray(calls[0].output))
+            if grads:
+                for record in calls:
+                    record.args = _to_numpy(record.args)
+                    record.kwargs = _to_numpy(record.kwargs)
+                    record.values = _to_numpy(record.values)
+                    record.output = None
+                chunks[unit.name].append(calls)
+    captures = {}
+    by_name = {u.name: u for u in units}
+    for unit in [by_name[name] for name in order]:
+        per_chunk = chunks[unit.name]
+        if not grads or not per_chunk or not per_chunk[0]:
+            continue
+        n_calls = len(per_chunk[0])
+        calls = []
+        for c in range(n_calls):
+            parts = [chunk[c] for chunk in per_chunk]
+            calls.append(
+                CallRecord(
+                    args=_concat([p.args for p in parts], rows),
+                    kwargs=_concat([p.kwargs for p in parts], rows),
+                    values=_concat([p.values for p in parts], rows),
+                    grads=_concat([p.grads for p in parts], rows),
+                )
+            )
+        captures[unit.name] = LayerCapture(calls=calls, n=n)
+    merged_outputs = {k: np.concatenate(outputs[k], axis=0) for k in order if outputs[k]}
+    loss_values = np.concatenate(losses) if grads else None
+    return captures, loss_values, merged_outputs

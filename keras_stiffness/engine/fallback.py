@@ -1,0 +1,159 @@
+"""Exact per-example jacobians, chunked over probes so memory stays bounded.
+
+Two uses: the fallback for one layer without a rule (the jacobian of that layer's weights alone, from
+its captured inputs and output gradients), and the whole-model reference (the jacobian of the
+per-example loss vector with respect to every trainable weight).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+
+from keras_stiffness.engine.rules.base import LayerCapture
+
+#: Per-example jacobian elements (float32) computed in one chunk.
+JACOBIAN_CHUNK_ELEMENTS = 2**24
+#: Per-example jacobian elements (float64) kept whole; beyond it, chunks are recomputed per block.
+JACOBIAN_CACHE_ELEMENTS = 2**26
+
+
+def chunk_size_for(width: int, n: int) -> int:
+    """Probes per jacobian chunk for ``width`` parameters."""
+    return max(1, min(n, JACOBIAN_CHUNK_ELEMENTS // max(1, width)))
+
+
+def gram_from_chunks(
+    compute: Callable[[int, int], Dict[str, np.ndarray]], n: int, width: int
+) -> Dict[str, np.ndarray]:
+    """Gram blocks ``J_g J_gᵀ`` per group from chunked per-example jacobians.
+
+    Args:
+        compute: ``(lo, hi) -> {group: (hi - lo, p_g) jacobian}``.
+        n: Number of probes.
+        width: Total parameters over groups (sets the chunk size).
+
+    Returns:
+        ``{group: (n, n) float64}``.
+    """
+    step = chunk_size_for(width, n)
+    bounds = [(lo, min(n, lo + step)) for lo in range(0, n, step)]
+    if n * width <= JACOBIAN_CACHE_ELEMENTS or len(bounds) == 1:
+        parts = [compute(lo, hi) for lo, hi in bounds]
+        return {g: _gram(np.concatenate([p[g] for p in parts])) for g in parts[0]}
+    out: Dict[str, np.ndarray] = {}
+    for bi, (lo, hi) in enumerate(bounds):
+        ji = compute(lo, hi)
+        for lo2, hi2 in bounds[: bi + 1]:
+            jj = ji if lo2 == lo else compute(lo2, hi2)
+            for g in ji:
+                block = out.setdefault(g, np.zeros((n, n)))
+                b = ji[g] @ jj[g].T
+                block[lo:hi, lo2:hi2] = b
+                block[lo2:hi2, lo:hi] = b.T
+    return out
+
+
+def _gram(j: np.ndarray) -> np.ndarray:
+    return j @ j.T
+
+
+def jacobian_rows(tape, target, variables: Sequence) -> List[np.ndarray]:
+    """``∂target_i/∂v`` for every variable as float64 ``(b, size(v))``; pfor, else a while loop."""
+    sources = [_tf_variable(v) for v in variables]
+    try:
+        jac = tape.jacobian(target, sources, experimental_use_pfor=True)
+    except Exception:  # noqa: BLE001 - pfor has no converter for some ops; the loop is exact too
+        jac = tape.jacobian(target, sources, experimental_use_pfor=False)
+    b = int(target.shape[0])
+    rows = []
+    for v, j in zip(variables, jac):
+        if j is None:
+            rows.append(np.zeros((b, int(np.prod(v.shape)))))
+        else:
+            rows.append(np.asarray(j, dtype=np.float64).reshape(b, -1))
+    return rows
+
+
+def _tf_variable(variable):
+    """The backend ``tf.Variable`` behind a Keras variable (tapes watch only those)."""
+    return getattr(variable, "value", variable)
+
+
+def _slice_probes(value, lo: int, hi: int, n: int):
+    import tensorflow as tf
+
+    def cut(v):
+        if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == n:
+            return tf.convert_to_tensor(v[lo:hi])
+        return v
+
+    return tf.nest.map_structure(cut, value)
+
+
+def layer_fallback_gram(unit, captured: LayerCapture) -> Dict[str, np.ndarray]:
+    """Exact Gram of one layer's weights from its captured calls: per-example jacobian of
+    ``Σ_calls Σ_outputs ⟨f(args_i), δ_i⟩`` with respect to the layer's own weights, chunked."""
+    import tensorflow as tf
+
+    layer, variables, n = unit.layer, unit.variables, captured.n
+    width = int(sum(np.prod(v.shape) for v in variables))
+
+    def compute(lo: int, hi: int) -> Dict[str, np.ndarray]:
+        with tf.GradientTape(watch_accessed_variables=False, persistent=True) as tape:
+            for v in variables:
+                tape.watch(_tf_variable(v))
+            total = 0.0
+            for call in captured.calls:
+                args = _slice_probes(call.args, lo, hi, n)
+                kwargs = _slice_probes(call.kwargs, lo, hi, n)
+                if "training" in kwargs:
+                    kwargs["training"] = False
+                leaves = tf.nest.flatten(layer.call(*args, **kwargs))
+                for k, leaf in enumerate(leaves):
+                    key = "out" if k == 0 else f"out.{k}"
+                    if key not in call.grads:
+                        continue
+                    g = tf.convert_to_tensor(call.grads[key][lo:hi], dtype=leaf.dtype)
+                    prod = tf.reshape(leaf * g, (hi - lo, -1))
+                    total = total + tf.reduce_sum(prod, axis=1)
+        rows = jacobian_rows(tape, total, variables)
+        return {variable_key(v): r for v, r in zip(variables, rows)}
+
+    return gram_from_chunks(compute, n, width)
+
+
+def variable_key(variable) -> str:
+    """A unique name for a variable: its Keras path (``"dense/kernel"``) or its name."""
+    return str(getattr(variable, "path", None) or variable.name)
+
+
+def model_jacobian_grams(model, units, x, y, per_example_loss) -> tuple:
+    """The whole-model reference: per-example jacobian of the loss vector, grouped by unit.
+
+    Returns:
+        ``({unit name: (N, N)}, losses (N,))``.
+    """
+    import tensorflow as tf
+
+    n = len(x)
+    width = int(sum(np.prod(v.shape) for u in units for v in u.variables))
+    losses = np.zeros(n)
+
+    def compute(lo: int, hi: int) -> Dict[str, np.ndarray]:
+        variables = [v for u in units for v in u.variables]
+        with tf.GradientTape(watch_accessed_variables=False, persistent=True) as tape:
+            for v in variables:
+                tape.watch(_tf_variable(v))
+            loss = per_example_loss(y[lo:hi], model(tf.convert_to_tensor(x[lo:hi]), training=False))
+        losses[lo:hi] = loss.numpy()
+        rows = jacobian_rows(tape, loss, variables)
+        out, k = {}, 0
+        for u in units:
+            m = len(u.variables)
+            out[u.name] = np.concatenate(rows[k : k + m], axis=1)
+            k += m
+        return out
+
+    return gram_from_chunks(compute, n, width), losses

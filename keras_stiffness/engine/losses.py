@@ -1,0 +1,116 @@
+"""Per-example losses: turn whatever the user gave (a compiled loss, a Keras Loss object of any
+reduction, a loss name, a callable) into ``(y_true, y_pred) -> (n,)``."""
+
+from __future__ import annotations
+
+from typing import Callable, Tuple
+
+import numpy as np
+
+
+def describe_loss(loss) -> str:
+    """A short human-readable name for a loss."""
+    if isinstance(loss, str):
+        return loss
+    name = getattr(loss, "name", None) or getattr(loss, "__name__", None)
+    return str(name or type(loss).__name__)
+
+
+def resolve_loss(model, loss=None) -> Tuple[Callable, str]:
+    """The per-example loss function and its name.
+
+    Args:
+        model: A Keras model (its compiled loss is used when ``loss`` is None), or None.
+        loss: A Keras ``Loss`` (its reduction is ignored: ``call`` gives per-example values), a loss
+            name such as ``"sparse_categorical_crossentropy"``, or a callable
+            ``(y_true, y_pred) -> per-example losses``.
+
+    Raises:
+        ValueError: No loss given and the model has none compiled.
+        TypeError: A loss of an unsupported kind (e.g. a dict or list for several outputs).
+    """
+    import keras
+
+    if loss is None:
+        loss = getattr(model, "loss", None) if model is not None else None
+        if loss is None:
+            raise ValueError(
+                "Received a model with no compiled loss and loss=None; expected a loss to "
+                "differentiate. Fix: pass loss='sparse_categorical_crossentropy' (or a Keras Loss, or "
+                "a function (y_true, y_pred) -> per-example losses), or compile the model with a loss."
+            )
+    if isinstance(loss, (dict, list, tuple)):
+        raise TypeError(
+            f"Received loss of type {type(loss).__name__} (one loss per output); expected a single "
+            "loss for a single-output model. Fix: pass one loss, or a callable combining the outputs "
+            "into one per-example loss."
+        )
+    name = describe_loss(loss)
+    if isinstance(loss, str):
+        try:
+            fn = keras.losses.get(loss)
+        except ValueError:
+            raise ValueError(
+                f"Received loss={loss!r}, which Keras does not know; expected a Keras loss name such "
+                "as 'sparse_categorical_crossentropy', 'categorical_crossentropy', "
+                "'binary_crossentropy' or 'mse'."
+            ) from None
+    elif isinstance(loss, keras.losses.Loss):
+        fn = loss.call
+    elif callable(loss):
+        fn = loss
+    else:
+        raise TypeError(
+            f"Received loss of type {type(loss).__name__}; expected a Keras Loss, a loss name or a "
+            "callable (y_true, y_pred) -> per-example losses."
+        )
+
+    def per_example(y_true, y_pred):
+        import tensorflow as tf
+
+        values = fn(tf.convert_to_tensor(y_true), y_pred)
+        values = tf.convert_to_tensor(values)
+        if values.shape.rank == 0:
+            raise ValueError(
+                f"The loss {name!r} returned a single scalar; expected one value per example. "
+                "Fix: pass a Keras Loss object or a function that does not reduce over the batch."
+            )
+        if values.shape.rank > 1:
+            values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
+        return values
+
+    return per_example, name
+
+
+def check_labels(y: np.ndarray, out_shape: tuple, loss_name: str) -> None:
+    """Check labels against the model's output shape ``(n, ..., k)``.
+
+    Integer class labels (``y`` of shape ``(n,)`` or ``(n, 1)`` with ``k > 1`` outputs) must be in
+    ``[0, k)``; otherwise ``y`` must have the output's shape.
+
+    Raises:
+        ValueError: With what was received and what was expected.
+    """
+    k = out_shape[-1] if len(out_shape) > 1 else 1
+    sparse = y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1 and k > 1)
+    if sparse and k > 1 and len(out_shape) == 2:
+        flat = y.reshape(-1)
+        if not np.all(np.isfinite(flat)) or not np.all(np.equal(np.mod(flat, 1), 0)):
+            raise ValueError(
+                f"Received non-integer class labels for a model with {k} outputs and loss "
+                f"{loss_name!r}; expected integer labels in [0, {k})."
+            )
+        bad = (flat < 0) | (flat >= k)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"Received label {flat[i]:g} at index {i} ({int(bad.sum())} out of range); expected "
+                f"labels in [0, {k}) for a model with {k} outputs. Fix: check that the probes' classes "
+                "match the model's output layer."
+            )
+        return
+    if tuple(y.shape[1:]) != tuple(out_shape[1:]) and not (y.ndim == 1 and k == 1):
+        raise ValueError(
+            f"Received labels of shape {y.shape}; expected shape (N, {', '.join(map(str, out_shape[1:]))}) "
+            f"to match the model's output, or integer class labels of shape (N,)."
+        )

@@ -1,0 +1,209 @@
+"""What every Gram rule shares: the rule record, the captured data it receives, the Gram products.
+
+Index letters used in every einsum of the rules (declared once):
+
+- ``n``/``i``/``j``: probes (``i`` rows, ``j`` columns of a Gram block),
+- ``t``/``s``: positions at which a layer applies its weights (sequence steps, conv output pixels,
+  calls of a shared layer), flattened into one axis,
+- ``d``: input features of one position (a conv patch: kernel taps × input channels),
+- ``e``: output features of one position,
+- ``k``: kernel taps, ``c``: channels, ``m``: depth multiplier.
+
+A rule turns the captured inputs ``A`` (``(n, t, d)``) and output gradients ``Δ`` (``(n, t, e)``) of one
+layer into ``{weight name: (N, N)}``. The per-example weight gradient of ``z = a W`` applied at
+positions ``t`` is ``J_n = Σ_t a_nt ⊗ δ_nt``, so ``G_ij = Σ_{t,s} (a_it·a_js)(δ_it·δ_js)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+#: Largest float64 temporary a Gram product may allocate at once (elements). 2**25 = 256 MiB.
+BLOCK_ELEMENTS = 2**25
+#: Largest per-example gradient matrix kept whole (elements); beyond it, blocks are recomputed.
+MATERIALIZE_ELEMENTS = 2**27
+
+
+@dataclasses.dataclass
+class CallRecord:
+    """What one call of a layer left behind during the capture pass.
+
+    Attributes:
+        args: Positional arguments of ``call`` as NumPy arrays (non-tensors kept as given).
+        kwargs: Keyword arguments of ``call`` likewise.
+        values: Tapped tensors by tap name (``"out"`` = the (pre-activation) output), as arrays.
+        grads: Gradient of the summed per-example loss at each tap (same keys as ``values``).
+        output: The layer's (first) output during the capture pass; dropped once captured.
+    """
+
+    args: tuple
+    kwargs: dict
+    values: Dict[str, Any]
+    grads: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    output: Any = None
+
+    @property
+    def inputs(self) -> np.ndarray:
+        """The layer's main input (first positional argument, or ``inputs=``)."""
+        if self.args:
+            return self.args[0]
+        return self.kwargs["inputs"]
+
+
+@dataclasses.dataclass
+class LayerCapture:
+    """All calls of one layer over all probes (arrays are probe-major, ``N`` rows)."""
+
+    calls: List[CallRecord]
+    n: int
+
+
+#: A rule's Gram function: ``(layer, captured) -> {weight name: (N, N) float64}``.
+GramFn = Callable[[Any, LayerCapture], Dict[str, np.ndarray]]
+#: A rule's forward: ``(layer, call, args, kwargs, tap) -> outputs``; ``tap(name, z)`` returns ``z``
+#: plus a zero tensor whose gradient the engine reads back.
+ForwardFn = Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A Gram rule for one layer family.
+
+    Attributes:
+        name: Short name recorded per layer in results and run files (e.g. ``"dense"``).
+        gram: The Gram function (see :data:`GramFn`).
+        forward: How the layer is run during capture, with its taps. ``None`` taps the layer's output.
+        unsupported: ``layer -> reason or None``; a reason sends that layer to the exact fallback.
+
+    Example:
+        >>> Rule("scale", gram=my_gram_fn)  # doctest: +SKIP
+    """
+
+    name: str
+    gram: GramFn
+    forward: Optional[ForwardFn] = None
+    unsupported: Callable[[Any], Optional[str]] = lambda layer: None
+
+
+def pre_activation_forward(layer, call, args, kwargs, tap):
+    """Run ``layer.call`` with its activation removed, tap the pre-activation, then activate.
+
+    Works for every Keras layer that ends its ``call`` with ``if self.activation is not None``
+    (Dense, the convolutions). The attribute is restored in ``finally``.
+    """
+    activation = layer.activation
+    object.__setattr__(layer, "activation", None)
+    try:
+        z = call(*args, **kwargs)
+    finally:
+        object.__setattr__(layer, "activation", activation)
+    z = tap("out", z)
+    return z if activation is None else activation(z)
+
+
+def as_positions(a: np.ndarray, n: int) -> np.ndarray:
+    """Reshape ``(n, ..., f)`` to ``(n, t, f)``: every leading non-probe axis becomes a position."""
+    a = np.asarray(a)
+    return a.reshape(n, -1, a.shape[-1])
+
+
+def concat_calls(arrays: List[np.ndarray]) -> np.ndarray:
+    """Concatenate per-call ``(n, t_c, f)`` arrays along positions: shared weights add up exactly."""
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
+
+
+def _row_block(n: int, per_row: int) -> int:
+    return max(1, min(n, BLOCK_ELEMENTS // max(1, per_row)))
+
+
+def vector_gram(v: np.ndarray) -> np.ndarray:
+    """``V Vᵀ`` in float64 for per-example gradient vectors ``v`` of shape ``(n, p)``."""
+    v = np.asarray(v, dtype=np.float64).reshape(v.shape[0], -1)
+    return v @ v.T
+
+
+def product_gram(a: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``(A Aᵀ) ⊙ (Δ Δᵀ)`` in float64 for one position per example, in row blocks."""
+    a = np.asarray(a, dtype=np.float64)
+    d = np.asarray(d, dtype=np.float64)
+    n = a.shape[0]
+    out = np.empty((n, n))
+    step = _row_block(n, 2 * n)
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        out[lo:hi] = (a[lo:hi] @ a.T) * (d[lo:hi] @ d.T)
+    return out
+
+
+def positions_cost(n: int, t: int, d: int, e: int) -> Dict[str, float]:
+    """Multiply-adds of the two exact routes for a layer applied at ``t`` positions."""
+    return {
+        "factorized": float(n) * n * t * t * (d + e),
+        "materialized": float(n) * t * d * e + float(n) * n * d * e,
+    }
+
+
+def positions_gram(a: np.ndarray, d: np.ndarray, route: Optional[str] = None) -> np.ndarray:
+    """Exact Gram of ``J_n = Σ_t a_nt ⊗ δ_nt`` for ``a`` ``(n, t, d)`` and ``δ`` ``(n, t, e)``.
+
+    Args:
+        a: Inputs per position.
+        d: Output gradients per position.
+        route: ``"factorized"`` (``Σ_{t,s}(a·a)(δ·δ)``), ``"materialized"`` (form ``J``), or
+            ``None`` to take the cheaper by :func:`positions_cost`.
+
+    Returns:
+        ``(n, n)`` float64.
+    """
+    n, t, din = a.shape
+    dout = d.shape[2]
+    if t == 1:
+        return product_gram(a[:, 0], d[:, 0])
+    if route is None:
+        cost = positions_cost(n, t, din, dout)
+        route = min(cost, key=cost.get)
+    if route == "factorized":
+        return _factorized(a, d)
+    return _materialized(a, d)
+
+
+def _factorized(a: np.ndarray, d: np.ndarray) -> np.ndarray:
+    n, t, _ = a.shape
+    a2 = np.asarray(a, dtype=np.float64).reshape(n * t, -1)
+    d2 = np.asarray(d, dtype=np.float64).reshape(n * t, -1)
+    out = np.empty((n, n))
+    step = _row_block(n, 2 * n * t * t)
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        aa = a2[lo * t : hi * t] @ a2.T
+        aa *= d2[lo * t : hi * t] @ d2.T
+        out[lo:hi] = aa.reshape(hi - lo, t, n, t).sum(axis=(1, 3))
+    return out
+
+
+def per_example_outer(a: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``J_n = Σ_t a_nt ⊗ δ_nt`` flattened to ``(n, d·e)`` (float64)."""
+    a = np.asarray(a, dtype=np.float64)
+    d = np.asarray(d, dtype=np.float64)
+    return np.matmul(a.transpose(0, 2, 1), d).reshape(a.shape[0], -1)
+
+
+def _materialized(a: np.ndarray, d: np.ndarray) -> np.ndarray:
+    n, _, din = a.shape
+    width = din * d.shape[2]
+    if n * width <= MATERIALIZE_ELEMENTS:
+        return vector_gram(per_example_outer(a, d))
+    # Too large to keep whole: form J in blocks and recompute the column blocks.
+    step = max(1, MATERIALIZE_ELEMENTS // (2 * width))
+    out = np.empty((n, n))
+    for lo in range(0, n, step):
+        ji = per_example_outer(a[lo : lo + step], d[lo : lo + step])
+        for lo2 in range(0, lo + 1, step):
+            jj = ji if lo2 == lo else per_example_outer(a[lo2 : lo2 + step], d[lo2 : lo2 + step])
+            block = ji @ jj.T
+            out[lo : lo + step, lo2 : lo2 + step] = block
+            out[lo2 : lo2 + step, lo : lo + step] = block.T
+    return out

@@ -1,0 +1,40 @@
+"""Dense: ``z = a W + b`` at one or more positions (Dense on sequences, shared Dense layers)."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from keras_stiffness.engine.rules.base import (
+    LayerCapture,
+    Rule,
+    as_positions,
+    concat_calls,
+    positions_gram,
+    pre_activation_forward,
+    vector_gram,
+)
+
+
+def dense_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
+    """Kernel: ``Σ_{t,s}(a·a)(δ·δ)`` (``(AAᵀ)⊙(ΔΔᵀ)`` for one position); bias: ``(Σ_t δ)(Σ_s δ)ᵀ``."""
+    n = captured.n
+    a = concat_calls([as_positions(c.inputs, n) for c in captured.calls])
+    d = concat_calls([as_positions(c.grads["out"], n) for c in captured.calls])
+    out = {layer.kernel.name: positions_gram(a, d)}
+    if layer.bias is not None:
+        out[layer.bias.name] = vector_gram(d.sum(axis=1))
+    return out
+
+
+def dense_unsupported(layer) -> Optional[str]:
+    """LoRA or quantized Dense layers change which weights train: leave them to the fallback."""
+    if getattr(layer, "lora_enabled", False):
+        return "LoRA is enabled"
+    if getattr(layer, "quantization_mode", None) is not None:
+        return f"quantized ({layer.quantization_mode})"
+    return None
+
+
+DENSE = Rule("dense", gram=dense_gram, forward=pre_activation_forward, unsupported=dense_unsupported)
