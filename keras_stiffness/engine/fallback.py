@@ -129,6 +129,45 @@ def variable_key(variable) -> str:
     return str(getattr(variable, "path", None) or variable.name)
 
 
+def jacobian_grams(loss_of: Callable, groups: Dict[str, list], n: int) -> tuple:
+    """Per-group Grams from the per-example jacobian of a loss vector, chunked over probes.
+
+    Args:
+        loss_of: ``(lo, hi) -> (hi - lo,)`` per-example losses of probes ``lo:hi`` (a tensor computed
+            under the active tape).
+        groups: Group name → variables (each variable in one group).
+        n: Number of probes.
+
+    Returns:
+        ``({group: (N, N)}, losses (N,))``.
+    """
+    import tensorflow as tf
+
+    variables = [v for vs in groups.values() for v in vs]
+    width = int(sum(np.prod(v.shape) for v in variables))
+    losses = np.zeros(n)
+
+    def compute(lo: int, hi: int) -> Dict[str, np.ndarray]:
+        with tf.GradientTape(watch_accessed_variables=False, persistent=True) as tape:
+            for v in variables:
+                tape.watch(_tf_variable(v))
+            loss = tf.reshape(tf.convert_to_tensor(loss_of(lo, hi)), (-1,))
+        if int(loss.shape[0]) != hi - lo:
+            raise ValueError(
+                f"The per-example loss returned {int(loss.shape[0])} values for {hi - lo} examples; "
+                "expected one loss per example (no reduction over the batch)."
+            )
+        losses[lo:hi] = loss.numpy()
+        rows = jacobian_rows(tape, loss, variables)
+        out, k = {}, 0
+        for name, vs in groups.items():
+            out[name] = np.concatenate(rows[k : k + len(vs)], axis=1)
+            k += len(vs)
+        return out
+
+    return gram_from_chunks(compute, n, width), losses
+
+
 def model_jacobian_grams(model, units, x, y, per_example_loss) -> tuple:
     """The whole-model reference: per-example jacobian of the loss vector, grouped by unit.
 
@@ -137,23 +176,7 @@ def model_jacobian_grams(model, units, x, y, per_example_loss) -> tuple:
     """
     import tensorflow as tf
 
-    n = len(x)
-    width = int(sum(np.prod(v.shape) for u in units for v in u.variables))
-    losses = np.zeros(n)
+    def loss_of(lo: int, hi: int):
+        return per_example_loss(y[lo:hi], model(tf.convert_to_tensor(x[lo:hi]), training=False))
 
-    def compute(lo: int, hi: int) -> Dict[str, np.ndarray]:
-        variables = [v for u in units for v in u.variables]
-        with tf.GradientTape(watch_accessed_variables=False, persistent=True) as tape:
-            for v in variables:
-                tape.watch(_tf_variable(v))
-            loss = per_example_loss(y[lo:hi], model(tf.convert_to_tensor(x[lo:hi]), training=False))
-        losses[lo:hi] = loss.numpy()
-        rows = jacobian_rows(tape, loss, variables)
-        out, k = {}, 0
-        for u in units:
-            m = len(u.variables)
-            out[u.name] = np.concatenate(rows[k : k + m], axis=1)
-            k += m
-        return out
-
-    return gram_from_chunks(compute, n, width), losses
+    return jacobian_grams(loss_of, {u.name: u.variables for u in units}, len(x))

@@ -1,0 +1,326 @@
+"""StiffnessCallback: measure stiffness on a fixed probe set during ``model.fit``."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from typing import Optional, Sequence, Union
+
+import keras
+import numpy as np
+
+from keras_stiffness.adapters import KerasAdapter
+from keras_stiffness.measure import MeasureConfig, measure
+from keras_stiffness.measurement import Measurement
+from keras_stiffness.schedule import StepSchedule, make_schedule
+
+ScheduleArg = Union[None, str, Sequence[int]]
+
+
+class StiffnessCallback(keras.callbacks.Callback):
+    """Measure stiffness on a fixed probe set during ``model.fit`` and append it to an HDF5 run file.
+
+    Measures once before training (step 0, at initialization) and then on the chosen schedule: every
+    ``every_n_epochs`` epochs (default 1), or at optimizer steps given by ``schedule`` /
+    ``every_n_steps``. Batch-level hooks are installed only when a step schedule is asked for, so the
+    default costs nothing between epoch ends. Each measurement:
+
+    - computes the exact per-example-gradient Gram of the probes in inference mode (weights, optimizer
+      state and BatchNormalization statistics are never changed),
+    - summarizes it (class stiffness matrices for train–train, train–val, val–val; within/between;
+      per-layer stiffness; stiffness vs distance in input and layer spaces; critical lengths),
+    - appends one row, tagged with step, epoch, train loss, validation loss and learning rate, to the
+      run file and flushes it (readable while training writes; a crash loses at most that row),
+    - puts scalars such as ``stiffness_within_cos`` and ``stiffness_train_val_between_sign`` into the
+      epoch ``logs`` so History, CSVLogger, the progress bar, TensorBoard and
+      ``EarlyStopping(monitor=...)`` see them. Place this callback before the ones that read them. In
+      epochs without a measurement the latest values are repeated.
+
+    Args:
+        probes: A :class:`~keras_stiffness.probes.ProbeSet` (its held-out part gives train–val pairs).
+        path: HDF5 run file to write, or None to keep measurements in memory only
+            (:attr:`measurements`).
+        every_n_epochs: Measure at the end of every n-th epoch. Default: 1 without a step schedule,
+            none with one.
+        schedule: ``"log"`` for log-spaced steps (1, 2, 3, 5, 8, ... about ``points_per_decade`` per
+            decade: dense early, where stiffness changes fastest), or an explicit list of steps.
+        every_n_steps: Measure every n optimizer steps.
+        points_per_decade: Density of ``schedule="log"``.
+        measures: Subset of ("sign", "cos").
+        distances: Compute stiffness vs distance and critical lengths.
+        layers: Layers whose representation spaces get distance curves: "all", "none" or names.
+        metric: Distance metric, "cosine" (``1 − cos``) or "euclidean".
+        bins: Distance bins; ``min_count``: fewest pairs for a bin to count.
+        save_gram: Also store the raw ``(N, N)`` Gram matrix in each row.
+        loss: Loss to differentiate; default the model's compiled loss.
+        method: Gram method, "auto", "structured" or "jacobian".
+        tensorboard_dir: If set, write within/between scalars, the class matrix as an image and a
+            histogram of pairwise stiffness there.
+        on_error: "warn" skips a failed measurement with a warning naming the step; "raise" stops
+            training. The measurement at ``fit`` start always raises: it checks the whole setup (probes
+            vs model, run file, resume) before any training time is spent.
+        overwrite: Replace an existing run file (the old file stays intact until the new one exists).
+        resume: Append to an existing run file: checks its format and probe hash, drops rows at or
+            beyond the current optimizer step, and continues (use with ``initial_epoch`` > 0).
+        run_config: Extra JSON-serializable items stored in the run's configuration.
+
+    Raises:
+        TypeError: ``probes`` is not a ProbeSet.
+        ValueError: Bad schedule or option values.
+        FileExistsError: ``path`` exists and neither ``overwrite`` nor ``resume`` is set.
+        FileNotFoundError / PermissionError: the directory of ``path`` is missing or not writable.
+
+    Example:
+        >>> probes = ProbeSet(x_train, y_train, per_class=50, x_val=x_test, y_val=y_test)  # doctest: +SKIP
+        >>> cb = StiffnessCallback(probes, "runs/mlp.h5", schedule="log")  # doctest: +SKIP
+        >>> history = model.fit(x_train, y_train, epochs=20, callbacks=[cb])  # doctest: +SKIP
+        >>> history.history["stiffness_within_cos"][:3]  # doctest: +SKIP
+        [0.52, 0.47, 0.41]
+    """
+
+    def __init__(
+        self,
+        probes,
+        path: Optional[str] = None,
+        *,
+        every_n_epochs: Optional[int] = None,
+        schedule: ScheduleArg = None,
+        every_n_steps: Optional[int] = None,
+        points_per_decade: int = 6,
+        measures: Sequence[str] = ("sign", "cos"),
+        distances: bool = True,
+        layers: Union[str, Sequence[str]] = "all",
+        metric: str = "cosine",
+        bins: int = 20,
+        min_count: int = 10,
+        save_gram: bool = False,
+        loss=None,
+        method: str = "auto",
+        tensorboard_dir: Optional[str] = None,
+        on_error: str = "warn",
+        overwrite: bool = False,
+        resume: bool = False,
+        run_config: Optional[dict] = None,
+    ):
+        super().__init__()
+        from keras_stiffness.engine.api import parse_method
+        from keras_stiffness.probes import ProbeSet
+        from keras_stiffness.stiffness import check_measures
+        from keras_stiffness.recording import check_writable
+
+        if not isinstance(probes, ProbeSet):
+            raise TypeError(
+                f"Received probes of type {type(probes).__name__}; expected a keras_stiffness.ProbeSet. "
+                "Fix: probes = ProbeSet(x, y, per_class=50)."
+            )
+        if on_error not in ("warn", "raise"):
+            raise ValueError(f"Received on_error={on_error!r}; expected 'warn' or 'raise'.")
+        if metric not in ("cosine", "euclidean"):
+            raise ValueError(f"Received metric={metric!r}; expected 'cosine' or 'euclidean'.")
+        if overwrite and resume:
+            raise ValueError("Received overwrite=True and resume=True; expected at most one of them.")
+        self.probes = probes
+        self.path = None if path is None else os.fspath(path)
+        self.schedule: StepSchedule = make_schedule(
+            every_n_epochs, schedule, every_n_steps, points_per_decade
+        )
+        self.config = MeasureConfig(
+            measures=check_measures(measures),
+            distances=bool(distances),
+            layers=layers,
+            metric=metric,
+            bins=_positive(bins, "bins"),
+            min_count=_positive(min_count, "min_count"),
+            save_gram=bool(save_gram),
+        )
+        self.loss = loss
+        self.method = parse_method(method).value
+        self.tensorboard_dir = tensorboard_dir
+        self.on_error = on_error
+        self.overwrite = bool(overwrite)
+        self.resume = bool(resume)
+        self.run_config = dict(run_config or {})
+        if self.path is not None:
+            check_writable(self.path, overwrite=self.overwrite or self.resume)
+        self.measurements: list = []
+        self.last_scalars: dict = {}
+        self._writer = None
+        self._tb = None
+        self._adapter = None
+        self._start = None
+        self._epoch = 0
+        self._steps_per_epoch = None
+        if self.schedule.uses_steps:
+            # Instance attribute: batch hooks exist only when a step schedule asks for them.
+            self.on_train_batch_end = self._on_train_batch_end
+
+    # ----------------------------------------------------------------- Keras hooks
+
+    def on_train_begin(self, logs=None):
+        self._adapter = KerasAdapter(self.model, loss=self.loss, method=self.method)
+        self._check_probes()
+        if self._start is None:
+            self._start = time.time()
+        self._steps_per_epoch = (self.params or {}).get("steps")
+        step = self._step()
+        self._measure(step=step, epoch=float(self._epoch), logs=None, at_start=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epoch = epoch + 1
+        if self.schedule.epoch_due(epoch + 1):
+            self._measure(step=self._step(), epoch=float(epoch + 1), logs=logs)
+        if logs is not None:
+            logs.update(self.last_scalars)
+
+    def _on_train_batch_end(self, batch, logs=None):
+        step = self._step()
+        if self.schedule.step_due(step):
+            frac = (batch + 1) / self._steps_per_epoch if self._steps_per_epoch else 0.0
+            self._measure(step=step, epoch=self._epoch + frac, logs=logs)
+
+    def on_train_end(self, logs=None):
+        self.close()
+
+    def close(self) -> None:
+        """Close the run file and the TensorBoard writer (idempotent)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+    # ----------------------------------------------------------------- measuring
+
+    def _step(self) -> int:
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is None:
+            return 0
+        return int(keras.ops.convert_to_numpy(optimizer.iterations))
+
+    def _learning_rate(self) -> float:
+        optimizer = getattr(self.model, "optimizer", None)
+        try:
+            return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        except (AttributeError, TypeError, ValueError):
+            return math.nan
+
+    def _check_probes(self) -> None:
+        """Fail at fit start, clearly, when the probes do not fit the model."""
+        from keras_stiffness.engine.losses import check_labels
+
+        x = self.probes.x[:2]
+        try:
+            out = self.model(x, training=False)
+        except Exception as exc:  # noqa: BLE001 - any failure here means the shapes do not fit
+            raise ValueError(
+                f"The probe inputs of shape {self.probes.x.shape[1:]} do not fit model "
+                f"{self.model.name!r} (its call failed: {type(exc).__name__}: {str(exc)[:200]}). "
+                "Expected probes preprocessed exactly as the training data."
+            ) from None
+        check_labels(self.probes.y, (len(self.probes.y), *np.shape(out)[1:]), self._adapter.loss_name)
+
+    def _tags(self, step: int, epoch: float, logs, probe_loss: float) -> dict:
+        logs = logs or {}
+        train_loss = logs.get("loss")
+        return {
+            "step": step,
+            "epoch": epoch,
+            "train_loss": float(train_loss) if train_loss is not None else probe_loss,
+            "val_loss": float(logs["val_loss"]) if "val_loss" in logs else math.nan,
+            "learning_rate": self._learning_rate(),
+            "wall_time": time.time() - self._start,
+        }
+
+    def _measure(self, step: int, epoch: float, logs, at_start: bool = False) -> Optional[Measurement]:
+        try:
+            m, gram = measure(self._adapter, self.probes, self.config, tags={"step": step})
+            probe_loss = float(np.mean(gram.losses[~self.probes.is_val]))
+            for key, value in self._tags(step, epoch, logs, probe_loss).items():
+                setattr(m, key, value)
+            self._record(m, gram)
+        except Exception as exc:  # noqa: BLE001 - the failure policy is the user's choice
+            if self.on_error == "raise" or at_start:
+                raise
+            warnings.warn(
+                f"StiffnessCallback: the measurement at step {step} (epoch {epoch:g}) failed and was "
+                f"skipped: {type(exc).__name__}: {exc}",
+                stacklevel=2,
+            )
+            return None
+        return m
+
+    def _record(self, m: Measurement, gram) -> None:
+        from keras_stiffness.recording import log_scalars, write_tensorboard
+
+        self.measurements.append(m)
+        self.last_scalars = log_scalars(m)
+        if self.path is not None and _is_chief():
+            if self._writer is None:
+                self._writer = self._open_writer(m, gram)
+            self._writer.append(m)
+        if self.tensorboard_dir is not None and _is_chief():
+            if self._tb is None:
+                import tensorflow as tf
+
+                self._tb = tf.summary.create_file_writer(self.tensorboard_dir)
+            write_tensorboard(self._tb, m, gram, self.probes, self.config)
+
+    def _open_writer(self, m: Measurement, gram):
+        from keras_stiffness.recording import make_run_info
+        from keras_stiffness.store import RunWriter
+
+        info = make_run_info(
+            m,
+            self.probes,
+            self._adapter.describe(),
+            rules=gram.rules,
+            config=self._run_config(),
+            metric=self.config.metric,
+            min_count=self.config.min_count,
+            save_gram=self.config.save_gram,
+        )
+        if self.resume and os.path.exists(self.path):
+            return RunWriter.resume(self.path, info, from_step=m.step)
+        return RunWriter.create(self.path, info, overwrite=self.overwrite)
+
+    def _run_config(self) -> dict:
+        params = dict(self.params or {})
+        return {
+            "measure": self.config.to_dict(),
+            "schedule": self.schedule.describe(),
+            "method": self.method,
+            "fit": {k: v for k, v in params.items() if isinstance(v, (int, float, str, type(None)))},
+            "probes": self.probes.summary(),
+            **self.run_config,
+        }
+
+
+def _positive(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"Received {name}={value!r}; expected a positive integer.")
+    return int(value)
+
+
+def _is_chief() -> bool:
+    """Under tf.distribute multi-worker training only the chief writes (TF_CONFIG's task)."""
+    import json
+
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return True
+    try:
+        conf = json.loads(raw)
+    except ValueError:
+        return True
+    task = conf.get("task", {}) or {}
+    kind, index = task.get("type"), int(task.get("index", 0) or 0)
+    if kind in (None, "chief"):
+        return True
+    has_chief = "chief" in (conf.get("cluster", {}) or {})
+    return kind == "worker" and index == 0 and not has_chief

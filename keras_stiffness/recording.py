@@ -1,0 +1,125 @@
+"""Where a measurement goes besides the caller: Keras logs, TensorBoard, the run file's header.
+
+Shared by the callback and ``kstiff analyze``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Dict
+
+import numpy as np
+
+from keras_stiffness.measurement import Measurement
+
+_PREFIX = {"train-train": "stiffness", "train-val": "stiffness_train_val", "val-val": "stiffness_val_val"}
+
+
+def log_scalars(m: Measurement) -> Dict[str, float]:
+    """Scalars for Keras ``logs``: ``stiffness_{within,between}_{measure}`` for train–train, and
+    ``stiffness_train_val_*`` / ``stiffness_val_val_*`` when there are held-out probes.
+
+    Example:
+        >>> sorted(log_scalars(m))[:2]  # doctest: +SKIP
+        ['stiffness_between_cos', 'stiffness_between_sign']
+    """
+    out: Dict[str, float] = {}
+    for p, pair_set in enumerate(m.pair_sets):
+        for k, measure in enumerate(m.measures):
+            for name in ("within", "between"):
+                out[f"{_PREFIX[pair_set]}_{name}_{measure}"] = float(getattr(m, name)[p, k])
+    return out
+
+
+def check_writable(path: str, *, overwrite: bool) -> None:
+    """Fail early, before any training, when ``path`` cannot be written as a new run file.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        FileNotFoundError: The directory does not exist.
+        PermissionError: The directory is not writable.
+        IsADirectoryError: ``path`` is a directory.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"Received path={path!r}, which is a directory; expected a file path such as run.h5.")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"Received path={path!r} in directory {directory!r}, which does not exist; expected an "
+            "existing directory. Fix: create it first (mkdir -p)."
+        )
+    if not os.access(directory, os.W_OK):
+        raise PermissionError(
+            f"Received path={path!r} in directory {directory!r}, which is not writable; expected a "
+            "writable directory."
+        )
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(
+            f"Received path={path!r}, which already exists; expected a new file. Fix: pass "
+            "overwrite=True to replace it (or resume=True to append to it), or choose another path."
+        )
+
+
+def make_run_info(m: Measurement, probes, description: dict, *, rules: dict, config: dict,
+                  metric: str, min_count: int, save_gram: bool):
+    """The run file's header (:class:`~keras_stiffness.store.RunInfo`) for measurements like ``m``."""
+    from keras_stiffness.store import RunInfo
+    from keras_stiffness.versions import library_versions
+
+    summary = description.get("summary", "")
+    config = dict(config)
+    config.setdefault("model", {k: v for k, v in description.items() if k != "summary"})
+    return RunInfo(
+        class_names=list(probes.class_names),
+        probe_labels=np.asarray(probes.y),
+        probe_indices=np.asarray(probes.indices),
+        probe_is_val=np.asarray(probes.is_val),
+        probe_hash=probes.hash,
+        pair_sets=tuple(m.pair_sets),
+        measures=tuple(m.measures),
+        layers=tuple(m.layers),
+        spaces=tuple(m.spaces),
+        bins=int(m.distance_edges.shape[-1] - 1),
+        metric=metric,
+        min_count=int(min_count),
+        save_gram=bool(save_gram),
+        config=config,
+        model_summary=summary,
+        loss=str(description.get("loss", "")),
+        rules=dict(rules),
+        versions=library_versions(),
+    )
+
+
+def _diverging_image(matrix: np.ndarray) -> np.ndarray:
+    """``(C, C)`` values in [−1, 1] → ``(1, C·s, C·s, 3)`` float image, blue–white–red, NaN grey."""
+    v = np.clip(np.nan_to_num(matrix, nan=0.0), -1.0, 1.0)
+    red = np.where(v > 0, 1.0, 1.0 + v)
+    blue = np.where(v < 0, 1.0, 1.0 - v)
+    green = 1.0 - np.abs(v)
+    img = np.stack([red, green, blue], axis=-1)
+    img[np.isnan(matrix)] = 0.6
+    scale = max(1, 128 // max(1, matrix.shape[0]))
+    img = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
+    return img[None].astype(np.float32)
+
+
+def write_tensorboard(writer, m: Measurement, gram, probes, config) -> None:
+    """Within/between scalars, the train–train class matrices as images, and a histogram of pairwise
+    cosine stiffness, at step ``m.step``."""
+    import tensorflow as tf
+
+    from keras_stiffness.stiffness import cosine_stiffness
+
+    with writer.as_default(step=int(m.step)):
+        for name, value in log_scalars(m).items():
+            if not math.isnan(value):
+                tf.summary.scalar(name, value)
+        for k, measure in enumerate(m.measures):
+            tf.summary.image(f"stiffness_class_matrix_{measure}", _diverging_image(m.class_matrix[0, k]))
+        train = ~np.asarray(probes.is_val)
+        s, _ = cosine_stiffness(gram.total[np.ix_(train, train)])
+        tf.summary.histogram("stiffness_pairwise_cos", s[np.triu_indices(len(s), k=1)])
+    writer.flush()
