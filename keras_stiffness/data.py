@@ -1,0 +1,636 @@
+"""Load classification data as standardized NumPy arrays: the embedded digits, TFDS, or an ``.npz``.
+
+NumPy only at import: scikit-learn (digits) and TensorFlow Datasets (``tfds:``) are imported inside
+the functions that need them, so ``import keras_stiffness.data`` never imports TensorFlow.
+
+Three sources, one result (:class:`DataSplits`):
+
+- ``"digits"``: scikit-learn's bundled 8x8 digits (1,797 images, no download), as ``(N, 8, 8, 1)``.
+- ``"tfds:NAME[:SPLIT]"``: a TensorFlow Datasets image classification set (``mnist``,
+  ``fashion_mnist``, ``cifar10``, ``cifar100``, ...) that is already prepared on disk. Nothing is ever
+  downloaded; missing data raises :class:`DataNotFoundError` saying how to get it.
+- ``"path/to/file.npz"``: arrays ``x``, ``y`` and optionally ``x_val``, ``y_val``, ``class_names``.
+
+Inputs are standardized per channel (the last axis) with statistics of the training split only, as in
+the paper ("inputs standardized"). Labels are int64 in ``0..C-1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+import zipfile
+from typing import Optional
+
+import numpy as np
+
+_FORMS = "'digits', 'tfds:NAME[:SPLIT]' (e.g. 'tfds:mnist') or a path ending in '.npz'"
+_CHUNK_VALUES = 1 << 22  # values per chunk in chunked passes over large arrays (~32 MB as float64)
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A TFDS dataset is not prepared in the data directory, and this toolkit never downloads."""
+
+
+@dataclasses.dataclass
+class DataSplits:
+    """A classification dataset as standardized arrays, with an optional held-out split.
+
+    Attributes:
+        name: The source it came from, e.g. ``"digits"``, ``"tfds:mnist"``, ``"path/to/file.npz"``.
+        x_train: float32 inputs, standardized per channel with training statistics; image sets are
+            ``(N, H, W, C)``.
+        y_train: int64 labels in ``0..n_classes-1``.
+        x_val: Held-out inputs standardized with the *training* statistics, or None.
+        y_val: Held-out labels, or None.
+        class_names: One name per class.
+        input_shape: ``x_train.shape[1:]``.
+        n_classes: Number of classes (``len(class_names)``).
+
+    Example:
+        >>> data = load_data("digits", seed=0)
+        >>> data.x_train.shape, data.x_val.shape, data.n_classes
+        ((1438, 8, 8, 1), (359, 8, 8, 1), 10)
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: Optional[np.ndarray]
+    y_val: Optional[np.ndarray]
+    class_names: list[str]
+    input_shape: tuple
+    n_classes: int
+
+
+# ----------------------------------------------------------------------------------------------
+# Public entry points
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_source(source: str) -> tuple[str, str, Optional[str]]:
+    """Validate a data source string and split it into its parts.
+
+    Args:
+        source: ``"digits"``, ``"tfds:NAME[:SPLIT]"`` or a path ending in ``.npz``. For TFDS, NAME may
+            carry a config (``"cifar10_corrupted/brightness_1"``) and SPLIT may use TFDS slicing
+            (``"train[:10%]"``); everything after the first colon following NAME is the split.
+
+    Returns:
+        ``(kind, name, split)``: ``("digits", "digits", None)``, ``("tfds", NAME, SPLIT or "train")``
+        or ``("npz", path, None)``.
+
+    Raises:
+        TypeError: ``source`` is not a string.
+        ValueError: ``source`` matches none of the forms; a bare TFDS name gets a ``tfds:`` suggestion.
+
+    Example:
+        >>> parse_source("tfds:mnist")
+        ('tfds', 'mnist', 'train')
+        >>> parse_source("tfds:cifar10:train[:10%]")
+        ('tfds', 'cifar10', 'train[:10%]')
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            f"Received: source={source!r} of type {type(source).__name__}; expected a string, one "
+            f"of {_FORMS}."
+        )
+    source = os.fspath(source).strip()
+    if source == "digits":
+        return "digits", "digits", None
+    if source.startswith("tfds:"):
+        rest = source[len("tfds:"):]
+        name, sep, split = rest.partition(":")
+        if not re.fullmatch(r"[A-Za-z0-9_]+(/[A-Za-z0-9_.\-]+)?", name):
+            raise ValueError(
+                f"Received: source={source!r} with dataset name {name!r}; expected "
+                "'tfds:NAME[:SPLIT]' with NAME a TFDS builder name (optionally 'NAME/CONFIG'), e.g. "
+                "'tfds:mnist' or 'tfds:cifar10:train[:10%]'. Fix the name after 'tfds:'."
+            )
+        if sep and not split:
+            raise ValueError(
+                f"Received: source={source!r} with an empty split after the colon; expected "
+                "'tfds:NAME' or 'tfds:NAME:SPLIT' (e.g. 'tfds:mnist:train'). Drop the trailing colon "
+                "or name a split."
+            )
+        return "tfds", name, split or "train"
+    if source.lower().endswith(".npz"):
+        return "npz", source, None
+    hint = ""
+    if re.fullmatch(r"[A-Za-z0-9_]+(/[A-Za-z0-9_.\-]+)?", source):
+        hint = f" For the TensorFlow Datasets set write 'tfds:{source}'."
+    elif os.path.isfile(source):
+        hint = " Files must be NumPy archives ending in '.npz' (arrays x, y; see load_data)."
+    raise ValueError(f"Received: source={source!r}; expected {_FORMS}.{hint}")
+
+
+def load_data(
+    source: str = "digits",
+    *,
+    data_dir: Optional[str] = None,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    max_train: Optional[int] = None,
+) -> DataSplits:
+    """Load a classification dataset as standardized float32 arrays.
+
+    Held-out split: ``digits`` carves a class-stratified, seeded ``val_fraction`` of the 1,797 images;
+    TFDS uses the ``test`` split when the dataset has one (else carves ``val_fraction`` of the
+    training split); an ``.npz`` uses ``x_val``/``y_val`` when present (else carves). With
+    ``val_fraction=0`` nothing is carved and ``x_val`` is None. Carved splits keep the original order
+    within train and within val.
+
+    Labels may be integers ``0..C-1`` (shape ``(N,)`` or ``(N, 1)``), integer-valued floats, or
+    one-hot rows of shape ``(N, C)``, which are turned into integers by argmax.
+
+    Args:
+        source: ``"digits"``, ``"tfds:NAME[:SPLIT]"`` (train split = SPLIT, default ``"train"``) or a
+            path to an ``.npz`` file. See :func:`parse_source`.
+        data_dir: TFDS data directory. Default: the ``TFDS_DATA_DIR`` environment variable, else the
+            TFDS default (``~/tensorflow_datasets``). Ignored for other sources.
+        seed: Seed of the stratified carving and of the ``max_train`` subset of ``digits``/``.npz``.
+        val_fraction: Fraction of the training data carved out as held-out data when the source has
+            no held-out split, in ``[0, 1)``.
+        max_train: Cap on the number of training examples. ``digits`` and ``.npz`` take a seeded,
+            class-stratified subset; TFDS reads only the first ``max_train`` examples of its split
+            (a bit more when it must also carve the held-out part from it).
+
+    Returns:
+        A :class:`DataSplits`.
+
+    Raises:
+        ValueError: Unknown source or TFDS name, bad arguments, an ``.npz`` without ``x``/``y``,
+            labels out of range, non-finite inputs, or a TFDS set that is not image classification.
+        FileNotFoundError: The ``.npz`` file does not exist.
+        DataNotFoundError: The TFDS dataset is not prepared in the data directory.
+
+    Example:
+        >>> data = load_data("digits", seed=0)
+        >>> data.class_names[:3], data.input_shape
+        (['0', '1', '2'], (8, 8, 1))
+        >>> round(float(data.x_train.mean()), 6) == 0.0
+        True
+    """
+    kind, name, split = parse_source(source)
+    seed = _check_seed(seed)
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)):
+        raise TypeError(
+            f"Received: val_fraction={val_fraction!r}; expected a number in [0, 1), e.g. 0.2."
+        )
+    if not 0.0 <= float(val_fraction) < 1.0:
+        raise ValueError(
+            f"Received: val_fraction={val_fraction!r}; expected a number in [0, 1) (0 = no "
+            "held-out split carved). Pass e.g. val_fraction=0.2."
+        )
+    if max_train is not None:
+        if isinstance(max_train, bool) or not isinstance(max_train, (int, np.integer)):
+            raise TypeError(f"Received: max_train={max_train!r}; expected None or an int >= 1.")
+        if max_train < 1:
+            raise ValueError(f"Received: max_train={max_train}; expected None or an int >= 1.")
+        max_train = int(max_train)
+    rng = np.random.default_rng(seed)
+
+    if kind == "digits":
+        x, y, x_val, y_val, class_names = _load_digits()
+    elif kind == "npz":
+        x, y, x_val, y_val, class_names = _load_npz(name)
+    else:
+        x, y, x_val, y_val, class_names = _load_tfds(name, split, data_dir, val_fraction, max_train)
+
+    if x_val is None and val_fraction > 0:
+        n_val = int(round(len(x) * val_fraction))
+        if 0 < n_val < len(x):
+            val_idx = stratified_pick(y, n_val, rng)
+            train_mask = np.ones(len(x), dtype=bool)
+            train_mask[val_idx] = False
+            x, y, x_val, y_val = x[train_mask], y[train_mask], x[val_idx], y[val_idx]
+    if max_train is not None and len(x) > max_train:
+        keep = np.arange(max_train) if kind == "tfds" else stratified_pick(y, max_train, rng)
+        x, y = x[keep], y[keep]
+
+    n_classes = len(class_names)
+    for arr, label in ((y, "y"), (y_val, "y_val")):
+        if arr is not None and arr.size and (arr.min() < 0 or arr.max() >= n_classes):
+            raise ValueError(
+                f"Received: {label} with labels in [{arr.min()}, {arr.max()}] from {source!r}; "
+                f"expected integers in [0, {n_classes}) ({n_classes} class names); fix the labels or "
+                "the class_names array."
+            )
+    check_finite(x, "x")
+    if x_val is not None:
+        check_finite(x_val, "x_val")
+    x, x_val = standardize(x, x_val)
+    return DataSplits(
+        name=os.fspath(source),
+        x_train=x,
+        y_train=y,
+        x_val=x_val,
+        y_val=y_val,
+        class_names=list(class_names),
+        input_shape=tuple(int(d) for d in x.shape[1:]),
+        n_classes=n_classes,
+    )
+
+
+def standardize(x_train, *others) -> tuple:
+    """Standardize arrays per channel with the statistics of ``x_train`` only.
+
+    The channel is the last axis (for ``(N, H, W, C)`` images, one mean and std per colour channel;
+    for ``(N, D)`` features, one per feature; a 1-D array has a single channel). Means and standard
+    deviations are computed in float64 in chunks; a channel with std 0 is divided by 1. Inputs are
+    never modified.
+
+    Args:
+        x_train: Array whose statistics are used, shape ``(N, ...)``.
+        *others: Further arrays with the same channel count (or None, passed through).
+
+    Returns:
+        A tuple of float32 arrays, ``x_train`` first, then ``others`` in order.
+
+    Raises:
+        ValueError: ``x_train`` is empty or an array has a different channel count.
+
+    Example:
+        >>> x = np.arange(12.0).reshape(3, 2, 2)
+        >>> xs, = standardize(x)
+        >>> np.allclose(xs.mean(axis=(0, 1)), 0), np.allclose(xs.std(axis=(0, 1)), 1)
+        (True, True)
+    """
+    x_train = np.asarray(x_train)
+    mean, std = channel_stats(x_train)
+    out = []
+    for i, arr in enumerate((x_train, *others)):
+        if arr is None:
+            out.append(None)
+            continue
+        arr = np.asarray(arr)
+        if _channel_shape(arr) != mean.shape:
+            raise ValueError(
+                f"Received: array {i} of shape {arr.shape} to standardize with statistics of "
+                f"x_train of shape {x_train.shape}; expected the same last axis (channels) "
+                f"{mean.shape}. Pass arrays with matching feature shapes."
+            )
+        res = np.array(arr, dtype=np.float32, copy=True)
+        res -= mean.astype(np.float32)
+        res /= std.astype(np.float32)
+        out.append(res)
+    return tuple(out)
+
+
+def channel_stats(x) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and (population) standard deviation, std 0 replaced by 1.
+
+    Args:
+        x: Array ``(N, ...)``; the channel is the last axis when ``x.ndim >= 2``.
+
+    Returns:
+        ``(mean, std)`` as float64 arrays of shape ``x.shape[-1:]`` (``()`` for 1-D ``x``).
+
+    Raises:
+        ValueError: ``x`` is empty.
+    """
+    x = np.asarray(x)
+    if x.ndim == 0 or x.size == 0:
+        raise ValueError(
+            f"Received: x_train of shape {x.shape}; expected a non-empty array (N, ...) to compute "
+            "standardization statistics. Check the data source."
+        )
+    shape = _channel_shape(x)
+    flat = x.reshape(len(x), -1, int(np.prod(shape, dtype=np.int64)))
+    rows = max(1, _CHUNK_VALUES // max(1, flat.shape[1] * flat.shape[2]))
+    count = flat.shape[0] * flat.shape[1]
+    total = np.zeros(flat.shape[2])
+    for i in range(0, len(flat), rows):
+        total += flat[i : i + rows].sum(axis=(0, 1), dtype=np.float64)
+    mean = total / count
+    sq = np.zeros(flat.shape[2])
+    for i in range(0, len(flat), rows):
+        sq += ((flat[i : i + rows] - mean) ** 2).sum(axis=(0, 1))
+    std = np.sqrt(sq / count)
+    std[std == 0] = 1.0
+    return mean.reshape(shape), std.reshape(shape)
+
+
+def check_finite(x: np.ndarray, name: str = "x") -> None:
+    """Raise ValueError if a float array holds NaN or Inf, saying how many and where.
+
+    Args:
+        x: Array ``(N, ...)``.
+        name: Name used in the message.
+
+    Raises:
+        ValueError: Some values are not finite.
+    """
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.inexact) or x.size == 0:
+        return
+    flat = x.reshape(len(x), -1) if x.ndim else x.reshape(1, 1)
+    rows = max(1, _CHUNK_VALUES // max(1, flat.shape[1]))
+    n_bad, bad_rows, first = 0, 0, None
+    for i in range(0, len(flat), rows):
+        bad = ~np.isfinite(flat[i : i + rows])
+        if bad.any():
+            per_row = bad.sum(axis=1)
+            n_bad += int(per_row.sum())
+            bad_rows += int(np.count_nonzero(per_row))
+            if first is None:
+                first = i + int(np.flatnonzero(per_row)[0])
+    if n_bad:
+        raise ValueError(
+            f"Received: {name} with {n_bad} non-finite values (NaN or Inf) in {bad_rows} "
+            f"example(s), the first at {name}[{first}]; expected finite inputs. Drop or impute "
+            "those examples first."
+        )
+
+
+def normalize_labels(y, name: str = "y") -> np.ndarray:
+    """Return labels as a new 1-D int64 array, validating their form.
+
+    Accepted: integers (or booleans, or integer-valued floats) of shape ``(N,)`` or ``(N, 1)``, and
+    one-hot rows of shape ``(N, C)`` with ``C >= 2`` (each row all zeros but a single one), which are
+    turned into class indices by argmax. Soft labels are rejected. The range ``0..C-1`` is checked
+    by the caller, which knows ``C``.
+
+    Args:
+        y: Labels.
+        name: Name used in messages.
+
+    Returns:
+        A fresh int64 array of shape ``(N,)``.
+
+    Raises:
+        TypeError: Labels are not numeric.
+        ValueError: Labels are not integer-valued, not one-hot, or of an unsupported rank.
+
+    Example:
+        >>> normalize_labels(np.eye(3)[[2, 0]])
+        array([2, 0])
+    """
+    y = np.asarray(y)
+    if y.dtype == bool:
+        y = y.astype(np.int64)
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise TypeError(
+            f"Received: {name} of dtype {y.dtype}; expected integer class labels 0..C-1 (or one-hot "
+            "rows). Map other labels to integers, e.g. names, y = np.unique(y, return_inverse=True)."
+        )
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    elif y.ndim == 2:
+        ok = y.size == 0 or (
+            np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()
+        )
+        if not ok:
+            raise ValueError(
+                f"Received: 2-D {name} of shape {y.shape} that is not one-hot (rows must be all 0 "
+                "but a single 1); expected integer labels (N,) or one-hot (N, C). For soft labels, "
+                f"pass {name}.argmax(axis=1) yourself."
+            )
+        return np.argmax(y, axis=1).astype(np.int64)
+    elif y.ndim != 1:
+        raise ValueError(
+            f"Received: {name} of shape {y.shape}; expected integer labels of shape (N,) or (N, 1), "
+            "or one-hot labels (N, C). Reshape the labels."
+        )
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"Received: {name} with {int(bad.sum())} non-integer values, the first "
+                f"{name}[{first}]={y[first].item()!r}; expected integer class labels 0..C-1. "
+                "Convert the labels to integers."
+            )
+    return y.astype(np.int64, copy=True)
+
+
+def stratified_pick(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Pick ``n`` indices of ``y`` at random, stratified by class; returned sorted.
+
+    Each class gets its proportional share ``n * n_c / N``, rounded down, and the remaining picks go
+    to the classes with the largest remainders (ties: lower class first).
+
+    Args:
+        y: 1-D integer labels.
+        n: Number of indices, ``0 <= n <= len(y)``.
+        rng: Random generator.
+
+    Returns:
+        Sorted int64 indices into ``y``.
+    """
+    classes, counts = np.unique(y, return_counts=True)
+    quota = counts * n / len(y)
+    take = np.floor(quota).astype(np.int64)
+    extra = n - int(take.sum())
+    if extra:
+        order = np.lexsort((np.arange(len(classes)), -(quota - take)))
+        take[order[:extra]] += 1
+    picked = [
+        rng.choice(np.flatnonzero(y == c), size=int(k), replace=False)
+        for c, k in zip(classes, take)
+        if k
+    ]
+    return np.sort(np.concatenate(picked)).astype(np.int64) if picked else np.zeros(0, np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources
+# ----------------------------------------------------------------------------------------------
+
+
+def _load_digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = digits.images.astype(np.float32)[..., None]
+    y = digits.target.astype(np.int64)
+    return x, y, None, None, [str(int(c)) for c in digits.target_names]
+
+
+def _load_npz(path: str):
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"Received: source={path!r}, which does not exist (absolute path "
+            f"{os.path.abspath(path)!r}); expected an existing .npz file with arrays x and y. "
+            "Check the path."
+        )
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"Received: source={path!r}, which is not a NumPy .npz archive; expected a file written "
+            "by np.savez(path, x=..., y=...) (optionally x_val, y_val, class_names)."
+        )
+    with np.load(path, allow_pickle=False) as npz:
+        found = sorted(npz.files)
+        missing = [k for k in ("x", "y") if k not in found]
+        if missing:
+            raise ValueError(
+                f"Received: {path!r} with arrays {found}; expected arrays 'x' and 'y' (missing "
+                f"{missing}), optionally 'x_val', 'y_val', 'class_names'. Save it with "
+                "np.savez(path, x=inputs, y=labels)."
+            )
+        if ("x_val" in found) != ("y_val" in found):
+            raise ValueError(
+                f"Received: {path!r} with arrays {found}; expected 'x_val' and 'y_val' together or "
+                "neither. Add the missing one or drop the other."
+            )
+        x = npz["x"]
+        y = normalize_labels(npz["y"], "y")
+        x_val = npz["x_val"] if "x_val" in found else None
+        y_val = normalize_labels(npz["y_val"], "y_val") if "y_val" in found else None
+        names = [str(s) for s in npz["class_names"].ravel()] if "class_names" in found else None
+    _check_pair(x, y, "x", "y", path)
+    if x_val is not None:
+        _check_pair(x_val, y_val, "x_val", "y_val", path)
+        if x_val.shape[1:] != x.shape[1:]:
+            raise ValueError(
+                f"Received: {path!r} with x of shape {x.shape} and x_val of shape {x_val.shape}; "
+                "expected the same feature shape. Save matching arrays."
+            )
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise TypeError(
+            f"Received: {path!r} with x of dtype {x.dtype}; expected numeric inputs."
+        )
+    if names is None:
+        top = max(int(y.max()), int(y_val.max()) if y_val is not None and y_val.size else -1)
+        names = [str(i) for i in range(top + 1)]
+    return x, y, x_val, y_val, names
+
+
+def _check_pair(x, y, xname, yname, path):
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(
+            f"Received: {path!r} with {xname} of shape {x.shape}; expected a non-empty array "
+            "(N, ...)."
+        )
+    if len(x) != len(y):
+        raise ValueError(
+            f"Received: {path!r} with {len(x)} rows in {xname} and {len(y)} in {yname}; expected "
+            "one label per example."
+        )
+
+
+def _load_tfds(name, split, data_dir, val_fraction, max_train):
+    import tensorflow_datasets as tfds
+
+    base = name.split("/")[0]
+    known = tfds.list_builders(with_community_datasets=False)
+    if base not in known:
+        close = difflib.get_close_matches(base, known, n=5, cutoff=0.6)
+        hint = f" Close matches: {', '.join(close)}." if close else ""
+        raise ValueError(
+            f"Received: source='tfds:{name}', but {base!r} is not a TensorFlow Datasets builder; "
+            f"expected a registered image classification set such as mnist, fashion_mnist, cifar10 "
+            f"or cifar100.{hint} See tfds.list_builders()."
+        )
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    builder = tfds.builder(name, data_dir=data_dir)
+    image_key, label_key = _image_label_keys(builder, name)
+    class_names = [str(s) for s in builder.info.features[label_key].names]
+    splits = set(builder.info.splits.keys())  # empty when unknown (not prepared, or mocked)
+    split_base = re.split(r"[\[+|]", split)[0]
+    if splits and split_base not in splits:
+        raise ValueError(
+            f"Received: split {split!r} for 'tfds:{name}'; expected one of {sorted(splits)}. "
+            f"Write e.g. 'tfds:{name}:train'."
+        )
+    has_test = split_base != "test" and (not splits or "test" in splits)
+    limit = max_train
+    if max_train is not None and not has_test and val_fraction > 0:
+        limit = math.ceil(max_train / (1.0 - val_fraction))
+    x, y = _read_tfds_split(builder, name, split, image_key, label_key, limit)
+    x_val = y_val = None
+    if has_test:
+        x_val, y_val = _read_tfds_split(builder, name, "test", image_key, label_key, None)
+    return x, y, x_val, y_val, class_names
+
+
+def _image_label_keys(builder, name):
+    import tensorflow_datasets as tfds
+
+    features = builder.info.features
+    kinds = {k: type(f).__name__ for k, f in features.items()}
+    keys = builder.info.supervised_keys
+    if (
+        isinstance(keys, tuple)
+        and len(keys) == 2
+        and all(isinstance(k, str) and k in features for k in keys)
+        and isinstance(features[keys[0]], tfds.features.Image)
+        and isinstance(features[keys[1]], tfds.features.ClassLabel)
+    ):
+        image_key, label_key = keys
+    else:
+        images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+        labels = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
+        image_key = "image" if "image" in images else (images[0] if len(images) == 1 else None)
+        label_key = "label" if "label" in labels else (labels[0] if len(labels) == 1 else None)
+        if image_key is None or label_key is None:
+            raise ValueError(
+                f"Received: source='tfds:{name}' with features {kinds}; expected an image "
+                "classification set with one Image and one ClassLabel feature. Export other data "
+                "to an .npz (x, y) instead."
+            )
+    shape = features[image_key].shape
+    if any(d is None for d in shape):
+        raise ValueError(
+            f"Received: source='tfds:{name}' whose images have variable shape {shape}; expected a "
+            "fixed image shape. Resize the images and export them to an .npz (x, y) instead."
+        )
+    return image_key, label_key
+
+
+def _read_tfds_split(builder, name, split, image_key, label_key, limit):
+    import tensorflow_datasets as tfds
+
+    try:
+        ds = builder.as_dataset(split=split, shuffle_files=False)
+    except AssertionError as err:  # TFDS signals "not prepared" with an AssertionError
+        if builder.is_prepared():
+            raise
+        raise DataNotFoundError(_not_found_message(name, builder)) from err
+    if limit is not None:
+        ds = ds.take(limit)
+    ds = ds.map(lambda ex: (ex[image_key], ex[label_key])).batch(4096)
+    xs, ys = [], []
+    for xb, yb in tfds.as_numpy(ds):
+        xs.append(xb)
+        ys.append(yb)
+    if not xs:
+        raise ValueError(
+            f"Received: split {split!r} of 'tfds:{name}' with no examples; expected a non-empty "
+            "split. Choose another split."
+        )
+    x = np.concatenate(xs)
+    return x, normalize_labels(np.concatenate(ys), "label")
+
+
+def _not_found_message(name, builder):
+    searched = os.fspath(builder.data_dir)
+    return (
+        f"Received: source='tfds:{name}', but the TFDS dataset {name!r} is not prepared: looked in "
+        f"{searched!r} (data_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets); expected its "
+        "prepared files there, and this toolkit never downloads. How to fix: on a machine with "
+        f"network run `tfds build {name}` (or `python -c \"import tensorflow_datasets as tfds; "
+        f"tfds.load('{name}')\"`), copy the resulting data directory (default "
+        "~/tensorflow_datasets) here, then pass --data-dir DIR (data_dir=DIR) or set "
+        "TFDS_DATA_DIR=DIR."
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Small helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _channel_shape(x: np.ndarray) -> tuple:
+    return x.shape[-1:] if x.ndim >= 2 else ()
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"Received: seed={seed!r}; expected a non-negative int, e.g. seed=0.")
+    if seed < 0:
+        raise ValueError(f"Received: seed={seed}; expected a non-negative int, e.g. seed=0.")
+    return int(seed)
