@@ -231,8 +231,12 @@ def _forward_order(units, captures):
 
 
 def _sum(blocks: Dict[str, np.ndarray], n: int) -> np.ndarray:
-    total = np.zeros((n, n))
-    for g in blocks.values():
+    """Sum of per-weight blocks, accumulated in place into the first (rules return fresh arrays)."""
+    values = list(blocks.values())
+    if not values:
+        return np.zeros((n, n))
+    total = values[0]
+    for g in values[1:]:
         total += g
     return total
 

@@ -22,6 +22,14 @@ def dense_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
     n = captured.n
     a = concat_calls([as_positions(c.inputs, n) for c in captured.calls])
     d = concat_calls([as_positions(c.grads["out"], n) for c in captured.calls])
+    if a.shape[1] == 1:  # one position: Δ Δᵀ serves the kernel and is the bias Gram
+        dd = vector_gram(d[:, 0])
+        kernel = vector_gram(a[:, 0])
+        kernel *= dd
+        out = {layer.kernel.name: kernel}
+        if layer.bias is not None:
+            out[layer.bias.name] = dd
+        return out
     out = {layer.kernel.name: positions_gram(a, d)}
     if layer.bias is not None:
         out[layer.bias.name] = vector_gram(d.sum(axis=1))
