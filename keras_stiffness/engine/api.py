@@ -43,7 +43,7 @@ class GramResult:
         per_layer: Layer name → ``(N, N)`` block from that layer's weights; the blocks sum to ``total``.
         rules: Layer name → how its block was computed (``"dense"``, ``"conv"``, ...,
             ``"fallback:jacobian"``).
-        method: The method used.
+        method: The method used (``"auto"`` resolves to ``"structured"`` or ``"jacobian"``).
         losses: ``(N,)`` per-example losses at the current weights.
 
     Example:
@@ -183,10 +183,9 @@ def gradient_gram(
     out_shape = tuple(np.asarray(model(x[:2], training=False)).shape)
     check_labels(y, out_shape, loss_name)
     units = model_units(model)
-    if method is Method.AUTO and all(u.rule is None for u in units):
-        method_used = Method.JACOBIAN
-    else:
-        method_used = method
+    method_used = method
+    if method is Method.AUTO:
+        method_used = Method.JACOBIAN if all(u.rule is None for u in units) else Method.STRUCTURED
     if method_used is Method.JACOBIAN:
         from keras_stiffness.engine.fallback import model_jacobian_grams
 

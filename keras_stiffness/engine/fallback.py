@@ -59,12 +59,28 @@ def _gram(j: np.ndarray) -> np.ndarray:
     return j @ j.T
 
 
-def jacobian_rows(tape, target, variables: Sequence) -> List[np.ndarray]:
+def pfor_is_exact(layer) -> bool:
+    """False when ``layer`` contains an op whose pfor (vectorized jacobian) converter is wrong.
+
+    Known case: grouped convolutions (``groups > 1``): TF 2.21's pfor gives wrong per-example kernel
+    gradients for them (checked against a per-example loop), so those models use the while loop.
+    """
+    for sub in layer._flatten_layers(include_self=True, recursive=True):
+        if (getattr(sub, "groups", 1) or 1) > 1:
+            return False
+    return True
+
+
+def jacobian_rows(tape, target, variables: Sequence, use_pfor: bool = True) -> List[np.ndarray]:
     """``∂target_i/∂v`` for every variable as float64 ``(b, size(v))``; pfor, else a while loop."""
     sources = [_tf_variable(v) for v in variables]
-    try:
-        jac = tape.jacobian(target, sources, experimental_use_pfor=True)
-    except Exception:  # noqa: BLE001 - pfor has no converter for some ops; the loop is exact too
+    jac = None
+    if use_pfor:
+        try:
+            jac = tape.jacobian(target, sources, experimental_use_pfor=True)
+        except Exception:  # noqa: BLE001 - pfor has no converter for some ops; the loop is exact too
+            jac = None
+    if jac is None:
         jac = tape.jacobian(target, sources, experimental_use_pfor=False)
     b = int(target.shape[0])
     rows = []
@@ -118,7 +134,7 @@ def layer_fallback_gram(unit, captured: LayerCapture) -> Dict[str, np.ndarray]:
                     g = tf.convert_to_tensor(call.grads[key][lo:hi], dtype=leaf.dtype)
                     prod = tf.reshape(leaf * g, (hi - lo, -1))
                     total = total + tf.reduce_sum(prod, axis=1)
-        rows = jacobian_rows(tape, total, variables)
+        rows = jacobian_rows(tape, total, variables, use_pfor=pfor_is_exact(layer))
         return {variable_key(v): r for v, r in zip(variables, rows)}
 
     return gram_from_chunks(compute, n, width)
@@ -129,7 +145,7 @@ def variable_key(variable) -> str:
     return str(getattr(variable, "path", None) or variable.name)
 
 
-def jacobian_grams(loss_of: Callable, groups: Dict[str, list], n: int) -> tuple:
+def jacobian_grams(loss_of: Callable, groups: Dict[str, list], n: int, use_pfor: bool = True) -> tuple:
     """Per-group Grams from the per-example jacobian of a loss vector, chunked over probes.
 
     Args:
@@ -137,6 +153,7 @@ def jacobian_grams(loss_of: Callable, groups: Dict[str, list], n: int) -> tuple:
             under the active tape).
         groups: Group name → variables (each variable in one group).
         n: Number of probes.
+        use_pfor: Vectorize the jacobian (pfor); False runs a while loop over probes.
 
     Returns:
         ``({group: (N, N)}, losses (N,))``.
@@ -158,7 +175,7 @@ def jacobian_grams(loss_of: Callable, groups: Dict[str, list], n: int) -> tuple:
                 "expected one loss per example (no reduction over the batch)."
             )
         losses[lo:hi] = loss.numpy()
-        rows = jacobian_rows(tape, loss, variables)
+        rows = jacobian_rows(tape, loss, variables, use_pfor=use_pfor)
         out, k = {}, 0
         for name, vs in groups.items():
             out[name] = np.concatenate(rows[k : k + len(vs)], axis=1)
@@ -179,4 +196,6 @@ def model_jacobian_grams(model, units, x, y, per_example_loss) -> tuple:
     def loss_of(lo: int, hi: int):
         return per_example_loss(y[lo:hi], model(tf.convert_to_tensor(x[lo:hi]), training=False))
 
-    return jacobian_grams(loss_of, {u.name: u.variables for u in units}, len(x))
+    return jacobian_grams(
+        loss_of, {u.name: u.variables for u in units}, len(x), use_pfor=pfor_is_exact(model)
+    )

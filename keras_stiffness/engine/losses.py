@@ -48,7 +48,7 @@ def resolve_loss(model, loss=None) -> Tuple[Callable, str]:
     name = describe_loss(loss)
     if isinstance(loss, str):
         try:
-            fn = keras.losses.get(loss)
+            fn = _wrap(keras.losses.get(loss))
         except ValueError:
             raise ValueError(
                 f"Received loss={loss!r}, which Keras does not know; expected a Keras loss name such "
@@ -58,7 +58,7 @@ def resolve_loss(model, loss=None) -> Tuple[Callable, str]:
     elif isinstance(loss, keras.losses.Loss):
         fn = loss.call
     elif callable(loss):
-        fn = loss
+        fn = _wrap(loss)
     else:
         raise TypeError(
             f"Received loss of type {type(loss).__name__}; expected a Keras Loss, a loss name or a "
@@ -80,6 +80,15 @@ def resolve_loss(model, loss=None) -> Tuple[Callable, str]:
         return values
 
     return per_example, name
+
+
+def _wrap(fn) -> Callable:
+    """A loss function's per-example values exactly as ``compile`` would use it: Keras wraps plain
+    functions in ``LossFunctionWrapper``, whose ``call`` aligns label and output ranks first (Keras
+    3 does not export the class publicly)."""
+    from keras.src.losses.losses import LossFunctionWrapper
+
+    return LossFunctionWrapper(fn).call
 
 
 def check_labels(y: np.ndarray, out_shape: tuple, loss_name: str) -> None:
