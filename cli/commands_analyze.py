@@ -1,0 +1,112 @@
+"""``kstiff analyze MODEL``: stiffness of a saved Keras model, post hoc."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from keras_stiffness.cli.errors import as_usage_error
+from keras_stiffness.cli.options import data_options, echo_json, format_option, parse_name_list
+
+ANALYZE_HELP = """Measure the stiffness of a saved Keras model (.keras, or legacy .h5) once.
+
+Builds a class-stratified probe set from --data (inputs must match what the model was trained on),
+then computes: class stiffness matrices for the train-train, train-val and val-val pair sets (sign
+and cosine), within/between-class summaries, per-layer stiffness, stiffness vs distance in the
+input space and in each layer's representation space, and the critical length xi per space.
+
+Prints a table (default) or JSON (--format json: stdout carries only the JSON). --out writes the
+same one-row HDF5 run file the training callback writes (readable by kstiff inspect / plot).
+
+Files are loaded in Keras' safe mode: a model with Lambda layers needs --unsafe (only for files you
+trust). Custom layers or models need --custom-objects module:attr (repeatable; a class, function or
+dict; modules are imported from the current folder too), unless Keras already knows them.
+"""
+
+
+@click.command("analyze", help=ANALYZE_HELP, short_help="Stiffness of a saved Keras model.")
+@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=True))
+@data_options
+@click.option("--layers", default=None, metavar="NAME[,NAME...]",
+              help="Layers whose representation spaces get distance curves and xi. Default: all "
+                   "layers with weights.")
+@click.option("--metric", type=click.Choice(["cosine", "euclidean"]), default="cosine", show_default=True,
+              help="Distance between representations: 1 - cos, or Euclidean.")
+@click.option("--bins", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Distance bins.")
+@click.option("--loss", default=None, metavar="NAME",
+              help="Loss to differentiate (a Keras loss name). Default: the model's compiled loss.")
+@click.option("--unsafe", is_flag=True,
+              help="Allow Lambda layers and other arbitrary code in the file (safe_mode=False). Only "
+                   "for files you trust.")
+@click.option("--custom-objects", "custom_specs", multiple=True, metavar="MODULE:ATTR",
+              help="Import MODULE and pass ATTR (a class or function, or a dict of them) to Keras' "
+                   "loader. Repeatable.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, metavar="RUN.h5",
+              help="Also write the measurement as a one-row run file.")
+@click.option("--overwrite", is_flag=True, help="Replace the --out file if it exists.")
+@format_option
+def analyze_command(model_path, data, data_dir, per_class, val_per_class, seed, layers, metric, bins,
+                    loss, unsafe, custom_specs, out, overwrite, fmt):
+    from keras_stiffness.analysis import (
+        analyze, check_model_fits, load_model, model_input_shape, parse_custom_objects, write_measurement,
+    )
+    from keras_stiffness.recording import check_writable
+
+    if out is not None:
+        if os.path.exists(out) and not overwrite:
+            raise click.BadParameter(f"{out!r} already exists; pass --overwrite to replace it, or choose "
+                                     "another path.", param_hint="'--out'")
+        with as_usage_error(OSError, "'--out'"):
+            check_writable(out, overwrite=overwrite)
+    if custom_specs and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: modules of the current folder import
+    with as_usage_error((ValueError, TypeError), "'--custom-objects'"):
+        custom_objects = parse_custom_objects(custom_specs)
+    model = load_model(model_path, unsafe=unsafe, custom_objects=custom_objects)
+    if loss is None and getattr(model, "loss", None) is None:
+        raise click.ClickException(
+            f"Model file {model_path!r} holds a model without a compiled loss; pass --loss NAME "
+            "(e.g. --loss sparse_categorical_crossentropy)."
+        )
+
+    from keras_stiffness.adapters import KerasAdapter, select_layers
+    from keras_stiffness.data import load_data
+    from keras_stiffness.measure import MeasureConfig
+    from keras_stiffness.report import analysis_text, clean, measurement_to_dict
+    from keras_stiffness.train import make_probes
+
+    dataset = load_data(data, data_dir=data_dir, seed=seed)
+    check_model_fits(model, dataset)
+    layer_names = parse_name_list(layers)
+    if layer_names is not None:
+        with as_usage_error(ValueError, "'--layers'"):
+            select_layers(KerasAdapter(model, loss=loss).layer_names(), layer_names)
+    probes = make_probes(dataset, per_class=per_class, val_per_class=val_per_class, seed=seed)
+    config = MeasureConfig(layers=layer_names if layer_names is not None else "all", metric=metric, bins=bins)
+    m, gram, description = analyze(model, probes, config, loss=loss)
+    if out is not None:
+        write_measurement(out, m, gram, probes, description, config, overwrite=overwrite,
+                          extra_config={"analyze": {"model_path": os.path.abspath(model_path), "data": data}})
+    d = measurement_to_dict(m, probes.class_names)
+    shape = model_input_shape(model)
+    model_info = {k: v for k, v in description.items() if k != "summary"}
+    model_info.update(path=model_path, input_shape=list(shape) if shape is not None else None)
+    result = clean({
+        "model": model_info,
+        "probes": probes.summary(),
+        "measures": list(m.measures),
+        "metric": metric,
+        "zero_grad": d["zero_grad"],
+        "pair_sets": d["pair_sets"],
+        "layers": d["layers"],
+        "run_file": out,
+    })
+    if fmt == "json":
+        echo_json(result)
+        return
+    click.echo(analysis_text(result))
+    if out is not None:
+        click.echo(f"\nRun file: {out}")

@@ -1,0 +1,102 @@
+"""Options shared by several commands, and their validation (Click only; no heavy imports)."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, List, Optional
+
+import click
+
+from keras_stiffness.cli.errors import one_line
+
+DATA_HELP = (
+    "Data source: 'digits' (scikit-learn's 8x8 digits, bundled, no download), 'tfds:NAME[:SPLIT]' "
+    "(a TensorFlow Datasets set already prepared on disk, e.g. tfds:mnist; never downloaded) or a "
+    "path to an .npz with arrays x, y (optionally x_val, y_val, class_names)."
+)
+
+
+def check_data(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Validate the form of ``--data`` (usage error, exit 2, for a malformed or missing source)."""
+    from keras_stiffness.data import parse_source
+
+    try:
+        kind, name, _ = parse_source(value)
+    except (ValueError, TypeError) as exc:
+        raise click.BadParameter(one_line(exc), ctx=ctx, param=param) from exc
+    if kind == "npz" and not os.path.isfile(name):
+        raise click.BadParameter(
+            f"file {name!r} does not exist; expected an .npz file with arrays x and y.",
+            ctx=ctx, param=param,
+        )
+    return value
+
+
+def data_options(func: Callable) -> Callable:
+    """``--data``, ``--data-dir``, ``--per-class``, ``--val-per-class``, ``--seed``."""
+    options = [
+        click.option("--data", "data", default="digits", show_default=True, metavar="SOURCE",
+                     callback=check_data, help=DATA_HELP),
+        click.option("--data-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+                     help="TFDS data directory for tfds: sources. Default: $TFDS_DATA_DIR, else "
+                          "~/tensorflow_datasets."),
+        click.option("--per-class", type=click.IntRange(min=1), default=50, show_default=True,
+                     help="Training probes per class (the paper uses about 50; 30 for 100 classes)."),
+        click.option("--val-per-class", type=click.IntRange(min=1), default=None,
+                     help="Held-out probes per class. Default: --per-class, capped at the smallest "
+                          "held-out class."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Seed of the data split and the probe choice (and, for train, of the "
+                          "initialization and shuffling)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+format_option = click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+    help="Readable table, or JSON (stdout then carries only the JSON).",
+)
+
+
+def parse_float_list(ctx: click.Context, param: click.Parameter, values) -> List[float]:
+    """Repeated and/or comma-separated positive numbers, e.g. ``--lr 1e-4,3e-4 --lr 1e-3``."""
+    out: List[float] = []
+    for value in values or ():
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                number = float(part)
+            except ValueError:
+                raise click.BadParameter(
+                    f"{part!r} is not a number; expected positive numbers such as 1e-3, repeated or "
+                    "comma-separated (--lr 1e-4,1e-3).", ctx=ctx, param=param) from None
+            if not number > 0 or number == float("inf"):
+                raise click.BadParameter(f"{part!r} is not a positive finite number.", ctx=ctx, param=param)
+            out.append(number)
+    return out
+
+
+def parse_name_list(value: Optional[str]) -> Optional[List[str]]:
+    """``"a,b"`` -> ``["a", "b"]``; None or empty -> None."""
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    return names or None
+
+
+def echo_json(obj) -> None:
+    """Print ``obj`` as JSON on stdout (NaN already turned into null by the report helpers)."""
+    import json
+
+    click.echo(json.dumps(obj, indent=2, allow_nan=False))
+
+
+def progress_printer(quiet: bool) -> Optional[Callable[[str], None]]:
+    """A progress callable writing to stderr, or None when quiet."""
+    if quiet:
+        return None
+    return lambda line: click.echo(line, err=True)

@@ -1,0 +1,397 @@
+"""Post hoc stiffness of a saved Keras model: the library side of ``kstiff analyze``.
+
+Load a ``.keras`` or legacy ``.h5`` model (with clear errors for the usual ways that fails), check
+that it fits the data, measure once with :func:`keras_stiffness.measure.measure`, and optionally write
+the measurement as a one-row run file in the callback's HDF5 format.
+
+TensorFlow, Keras and h5py are imported inside the functions.
+
+Example:
+    >>> model = load_model("model.keras")  # doctest: +SKIP
+    >>> data = load_data("digits")  # doctest: +SKIP
+    >>> check_model_fits(model, data)  # doctest: +SKIP
+    >>> m, gram, description = analyze(model, probes)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import warnings
+import zipfile
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+_BUILTIN_CONTAINERS = ("Sequential", "Functional", "Model")
+
+
+def parse_custom_objects(specs: Sequence[str]) -> Dict[str, object]:
+    """Import ``module:attr`` specs into a ``custom_objects`` dict for ``keras.saving.load_model``.
+
+    ``attr`` may be a class or function (registered under its ``__name__`` and, when it is registered
+    with ``keras.saving.register_keras_serializable``, also under its registered name
+    ``"package>Name"``) or a dict of such objects.
+
+    Args:
+        specs: Strings ``"package.module:attr"``.
+
+    Returns:
+        The merged dict.
+
+    Raises:
+        ValueError: A spec without ``:``, a module that cannot be imported, a missing attribute, or
+            an attribute that is neither a class, a function nor a dict.
+
+    Example:
+        >>> sorted(parse_custom_objects(["collections:OrderedDict"]))
+        ['OrderedDict']
+    """
+    out: Dict[str, object] = {}
+    for spec in specs:
+        module_name, sep, attr = str(spec).partition(":")
+        if not sep or not module_name or not attr:
+            raise ValueError(
+                f"Received: --custom-objects {spec!r}; expected 'module:attr', e.g. "
+                "'my_package.layers:MyLayer' (a class or function) or 'my_package.layers:CUSTOM' (a dict)."
+            )
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ValueError(
+                f"Received: --custom-objects {spec!r}, but module {module_name!r} cannot be imported "
+                f"({type(exc).__name__}: {exc}); expected an importable module (check PYTHONPATH or the "
+                "current directory)."
+            ) from exc
+        if not hasattr(module, attr):
+            raise ValueError(
+                f"Received: --custom-objects {spec!r}, but module {module_name!r} has no attribute "
+                f"{attr!r}; expected a class, function or dict defined there."
+            )
+        value = getattr(module, attr)
+        if isinstance(value, dict):
+            out.update({str(k): v for k, v in value.items()})
+        elif callable(value):
+            out[getattr(value, "__name__", attr)] = value
+            registered = _registered_name(value)
+            if registered:
+                out[registered] = value
+        else:
+            raise ValueError(
+                f"Received: --custom-objects {spec!r}, an object of type {type(value).__name__}; "
+                "expected a class, a function or a dict of them."
+            )
+    return out
+
+
+def _registered_name(obj) -> Optional[str]:
+    import keras
+
+    try:
+        name = keras.saving.get_registered_name(obj)
+    except (TypeError, AttributeError, ValueError):
+        return None
+    return name if name and name != getattr(obj, "__name__", None) else None
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def read_model_config(path: str) -> Optional[dict]:
+    """The model's configuration stored in a ``.keras`` archive or a legacy ``.h5`` file, or None."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return json.loads(archive.read("config.json"))
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+            if raw is None:
+                return None
+            return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def _walk(config) -> Iterator[dict]:
+    if isinstance(config, dict):
+        if "class_name" in config:
+            yield config
+        for value in config.values():
+            yield from _walk(value)
+    elif isinstance(config, list):
+        for value in config:
+            yield from _walk(value)
+
+
+def unresolved_custom_objects(config: Optional[dict], custom_objects: Dict[str, object]) -> List[str]:
+    """Names of custom classes in a ``.keras`` configuration that neither ``custom_objects`` nor
+    Keras' registry resolves (entries whose ``module`` is None or outside Keras)."""
+    import keras
+
+    names = []
+    for entry in _walk(config):
+        if "module" not in entry:
+            continue
+        module = entry.get("module")
+        if isinstance(module, str) and (module == "keras" or module.startswith(("keras.", "builtins"))):
+            continue
+        class_name = str(entry.get("class_name"))
+        if class_name.startswith("__"):
+            continue
+        registered = entry.get("registered_name") or class_name
+        if class_name in custom_objects or registered in custom_objects:
+            continue
+        if keras.saving.get_registered_object(registered) is not None:
+            continue
+        if registered not in names:
+            names.append(registered)
+    return names
+
+
+def _check_model_file(path: str) -> None:
+    """Fail clearly on a file that cannot hold a Keras model, before Keras tries it."""
+    import h5py
+
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in MODEL_SUFFIXES:
+        raise ValueError(
+            f"Received: model file {path!r} with suffix {suffix or '(none)'!r}; expected a Keras model "
+            "saved as '.keras' (model.save('m.keras')) or legacy '.h5'. TensorFlow SavedModel folders "
+            "are not supported by Keras 3's load_model."
+        )
+    if suffix == ".keras":
+        if not zipfile.is_zipfile(path):
+            raise ValueError(
+                f"Received: {path!r}, which is not a .keras archive (not a zip file, or truncated); "
+                "expected a file written by model.save('model.keras')."
+            )
+        return
+    if not h5py.is_hdf5(path):
+        raise ValueError(
+            f"Received: {path!r}, which is not an HDF5 file (wrong content, or truncated); expected "
+            "a legacy Keras model written by model.save('model.h5')."
+        )
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = dict(f.attrs)
+    except OSError as exc:
+        raise ValueError(
+            f"Received: {path!r}, an HDF5 file that cannot be opened ({_one_line(exc)}); it may be "
+            "truncated or corrupt. Expected a legacy Keras model written by model.save('model.h5')."
+        ) from exc
+    fmt = attrs.get("format")
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode()
+    if fmt is not None and "stiffness" in str(fmt).lower():
+        raise ValueError(
+            f"Received: {path!r}, a keras_stiffness run file (format {fmt!r}), not a model; expected a "
+            "saved Keras model. Use 'kstiff inspect' or 'kstiff plot' for run files."
+        )
+    if "model_config" not in attrs:
+        raise ValueError(
+            f"Received: {path!r}, an HDF5 file without a Keras model (no 'model_config' attribute; "
+            "maybe weights only, or other data); expected a model written by model.save('model.h5')."
+        )
+
+
+def load_model(path: str, *, unsafe: bool = False, custom_objects: Optional[Dict[str, object]] = None):
+    """Load a saved Keras model, turning Keras' failures into clear messages.
+
+    Args:
+        path: A ``.keras`` archive or a legacy ``.h5`` file.
+        unsafe: Allow arbitrary code (``Lambda`` layers): ``safe_mode=False``. Only for trusted files.
+        custom_objects: Classes and functions the model needs (see :func:`parse_custom_objects`).
+
+    Returns:
+        The model, compiled when the file holds a compile configuration.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: Not a model file (text, truncated, a run file, weights only), a custom class that
+            is not registered, a Lambda layer in safe mode, a subclassed model in legacy ``.h5``, or
+            any other failure of Keras' loader (its message included).
+    """
+    import keras
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Received: model file {path!r}, which does not exist; expected a saved model.")
+    if os.path.isdir(path):
+        raise ValueError(
+            f"Received: {path!r}, a directory; expected a '.keras' or '.h5' model file (Keras 3 cannot "
+            "load TensorFlow SavedModel folders)."
+        )
+    _check_model_file(path)
+    custom_objects = dict(custom_objects or {})
+    try:
+        with warnings.catch_warnings():
+            # Keras warns when a saved optimizer's variables do not match; irrelevant for measuring.
+            warnings.filterwarnings("ignore", message=r"Skipping variable loading for optimizer")
+            warnings.filterwarnings("ignore", message=r"Compiled the loaded model")
+            return keras.saving.load_model(path, custom_objects=custom_objects, safe_mode=not unsafe)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OSError, zipfile.BadZipFile) as exc:
+        raise ValueError(_load_failure(path, exc, custom_objects)) from exc
+
+
+def _load_failure(path: str, exc: BaseException, custom_objects: Dict[str, object]) -> str:
+    text = str(exc)
+    if "safe_mode" in text or "unsafe_deserialization" in text:
+        return (
+            f"Model file {path!r} contains a Lambda layer (or other Python code), which safe mode "
+            "refuses to load because it can run arbitrary code. Pass --unsafe if you trust the file."
+        )
+    config = read_model_config(path)
+    missing = unresolved_custom_objects(config, custom_objects) if config else []
+    unknown = re.search(r"Unknown (\w+): '([^']+)'", text)
+    if unknown and unknown.group(2) not in missing:
+        missing.append(unknown.group(2))
+    top = (config or {}).get("class_name")
+    if path.lower().endswith((".h5", ".hdf5")) and top and top not in _BUILTIN_CONTAINERS and (
+        "Layer count mismatch" in text or not missing or top in custom_objects
+    ):
+        return (
+            f"Model file {path!r} holds a subclassed model ({top}) in the legacy .h5 format, which "
+            f"Keras 3 cannot rebuild ({_one_line(text, 160)}). Save it as .keras instead "
+            "(model.save('model.keras')) and register the class (keras.saving.register_keras_serializable)."
+        )
+    if missing:
+        return (
+            f"Model file {path!r} uses custom class(es) {', '.join(repr(m) for m in missing)} that are not "
+            "registered. Pass --custom-objects module:attr (e.g. --custom-objects my_pkg.layers:MyLayer), "
+            "repeatable, or register them with keras.saving.register_keras_serializable in an importable module."
+        )
+    return f"Could not load model {path!r}: {type(exc).__name__}: {_one_line(text)}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Model vs data
+# --------------------------------------------------------------------------------------------------
+
+
+def model_input_shape(model) -> Optional[tuple]:
+    """The input shape the model declares, without the batch axis, or None when it declares none."""
+    for getter in (lambda: model.inputs[0].shape, lambda: model.input_shape):
+        try:
+            shape = getter()
+        except (AttributeError, ValueError, TypeError, IndexError):
+            continue
+        if isinstance(shape, list):  # several inputs
+            shape = shape[0]
+        if shape is not None:
+            return tuple(shape)[1:]
+    build = getattr(model, "_build_shapes_dict", None) or {}
+    shape = build.get("input_shape") if isinstance(build, dict) else None
+    if isinstance(shape, (list, tuple)) and shape and not isinstance(shape[0], (list, tuple)):
+        return tuple(shape)[1:]
+    return None
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def check_model_fits(model, data) -> None:
+    """Check that ``model`` accepts the data's inputs and has an output per class.
+
+    Args:
+        model: A built Keras model.
+        data: A :class:`~keras_stiffness.data.DataSplits`.
+
+    Raises:
+        ValueError: "model expects inputs of shape X, data gives Y", or too few outputs for the
+            data's classes.
+    """
+    import keras
+
+    expected = model_input_shape(model)
+    given = tuple(data.input_shape)
+    source = data.name
+    if expected is not None and (
+        len(expected) != len(given) or any(e is not None and e != g for e, g in zip(expected, given))
+    ):
+        raise ValueError(
+            f"Model {model.name!r} expects inputs of shape {_shape_text(expected)}, but data {source!r} "
+            f"gives {_shape_text(given)}. Pass --data with inputs the model was trained on (same "
+            "shape and preprocessing)."
+        )
+    try:
+        out = keras.ops.convert_to_numpy(model(data.x_train[:2], training=False))
+    except Exception as exc:  # noqa: BLE001 - any failure here means the inputs do not fit
+        what = _shape_text(expected) if expected is not None else "another shape"
+        raise ValueError(
+            f"Model {model.name!r} expects inputs of shape {what}, but data {source!r} gives "
+            f"{_shape_text(given)} (calling the model failed: {type(exc).__name__}: {_one_line(exc, 160)}). "
+            "Pass --data with inputs the model was trained on."
+        ) from None
+    out = np.asarray(out)
+    if out.ndim != 2:
+        raise ValueError(
+            f"Model {model.name!r} returns outputs of shape {_shape_text(out.shape[1:])} per example; "
+            "expected class scores of shape (n_classes,) for a classifier."
+        )
+    if out.shape[1] < data.n_classes:
+        raise ValueError(
+            f"Model {model.name!r} has {out.shape[1]} outputs, but data {source!r} has "
+            f"{data.n_classes} classes; expected one output per class. Pass --data with the model's classes."
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Measuring and writing
+# --------------------------------------------------------------------------------------------------
+
+
+def analyze(model, probes, config=None, *, loss=None):
+    """Measure the stiffness of ``model`` once on ``probes``.
+
+    Args:
+        model: A Keras model.
+        probes: A :class:`~keras_stiffness.probes.ProbeSet`.
+        config: A :class:`~keras_stiffness.measure.MeasureConfig` (default settings when None).
+        loss: Loss to differentiate; default the model's compiled loss.
+
+    Returns:
+        ``(Measurement, GramResult, description)`` with the adapter's model description.
+
+    Raises:
+        ValueError: No loss (uncompiled model and ``loss`` None), unknown layer names, bad probes.
+    """
+    from keras_stiffness.adapters import KerasAdapter
+    from keras_stiffness.measure import MeasureConfig, measure
+
+    config = config if config is not None else MeasureConfig()
+    adapter = KerasAdapter(model, loss=loss)
+    m, gram = measure(adapter, probes, config)
+    return m, gram, adapter.describe()
+
+
+def write_measurement(path: str, m, gram, probes, description: dict, config, *, overwrite: bool = False,
+                      extra_config: Optional[dict] = None) -> str:
+    """Write one measurement as a one-row run file (the StiffnessCallback's format).
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        FileNotFoundError / PermissionError: The folder is missing or not writable.
+    """
+    from keras_stiffness.recording import check_writable, make_run_info
+    from keras_stiffness.store import RunWriter
+
+    check_writable(path, overwrite=overwrite)
+    info = make_run_info(
+        m, probes, description, rules=gram.rules,
+        config={"measure": config.to_dict(), "probes": probes.summary(), **(extra_config or {})},
+        metric=config.metric, min_count=config.min_count, save_gram=config.save_gram,
+    )
+    writer = RunWriter.create(path, info, overwrite=overwrite)
+    try:
+        writer.append(m)
+    finally:
+        writer.close()
+    return path

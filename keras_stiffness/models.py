@@ -1,0 +1,122 @@
+"""The paper's two small architectures (Fort et al., arXiv 1901.09491), as Keras models.
+
+Both end in a softmax over the classes and are returned uncompiled; :func:`build_model` compiles
+them the way the paper trains (Adam, sparse categorical cross-entropy).
+
+Example:
+    >>> model = paper_mlp((8, 8, 1), 10)  # doctest: +SKIP
+    >>> [layer.units for layer in model.layers[1:]]  # doctest: +SKIP
+    [500, 300, 100, 10]
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+ARCHITECTURES = ("mlp", "cnn")
+
+
+def _check(input_shape: Sequence[int], n_classes: int) -> tuple:
+    shape = tuple(input_shape)
+    if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
+        raise ValueError(
+            f"Received: input_shape={input_shape!r}; expected positive integer sizes without the "
+            "batch axis, e.g. (28, 28, 1)."
+        )
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+        raise ValueError(f"Received: n_classes={n_classes!r}; expected an integer >= 2.")
+    return shape
+
+
+def paper_mlp(input_shape: Sequence[int], n_classes: int):
+    """The paper's fully connected net: Flatten, Dense 500-300-100 (ReLU), Dense softmax.
+
+    Args:
+        input_shape: Shape of one example, e.g. ``(8, 8, 1)``.
+        n_classes: Number of classes (size of the softmax).
+
+    Returns:
+        An uncompiled, built ``keras.Sequential`` named ``"paper_mlp"``.
+
+    Raises:
+        ValueError: A bad shape or class count.
+    """
+    import keras
+
+    shape = _check(input_shape, n_classes)
+    return keras.Sequential(
+        [
+            keras.Input(shape=shape),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(500, activation="relu", name="dense_500"),
+            keras.layers.Dense(300, activation="relu", name="dense_300"),
+            keras.layers.Dense(100, activation="relu", name="dense_100"),
+            keras.layers.Dense(n_classes, activation="softmax", name="output"),
+        ],
+        name="paper_mlp",
+    )
+
+
+def paper_cnn(input_shape: Sequence[int], n_classes: int):
+    """The paper's CNN: three 3×3 convolutions (16, 32, 32 channels, ReLU, padding ``"same"``), each
+    followed by 2×2 max pooling (padding ``"same"``, so 8×8 digits still work), Flatten, Dense softmax.
+
+    Args:
+        input_shape: Shape of one image ``(H, W, C)``.
+        n_classes: Number of classes.
+
+    Returns:
+        An uncompiled, built ``keras.Sequential`` named ``"paper_cnn"``.
+
+    Raises:
+        ValueError: A bad shape or class count, or an input that is not an image ``(H, W, C)``.
+    """
+    import keras
+
+    shape = _check(input_shape, n_classes)
+    if len(shape) != 3:
+        raise ValueError(
+            f"Received: input_shape={shape}; the CNN expects images (H, W, C), e.g. (28, 28, 1). "
+            "Use --arch mlp for other inputs."
+        )
+    layers = [keras.Input(shape=shape)]
+    for k, channels in enumerate((16, 32, 32), start=1):
+        layers.append(
+            keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name=f"conv{k}")
+        )
+        layers.append(keras.layers.MaxPooling2D(2, padding="same", name=f"pool{k}"))
+    layers += [
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(n_classes, activation="softmax", name="output"),
+    ]
+    return keras.Sequential(layers, name="paper_cnn")
+
+
+def build_model(arch: str, input_shape: Sequence[int], n_classes: int, learning_rate: float):
+    """Build and compile one of :data:`ARCHITECTURES` as the paper trains it.
+
+    Args:
+        arch: ``"mlp"`` or ``"cnn"``.
+        input_shape: Shape of one example.
+        n_classes: Number of classes.
+        learning_rate: Adam's (constant) learning rate.
+
+    Returns:
+        A compiled Keras model (Adam, sparse categorical cross-entropy, accuracy).
+
+    Raises:
+        ValueError: Unknown ``arch`` or a non-positive learning rate.
+    """
+    import keras
+
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"Received: arch={arch!r}; expected one of {list(ARCHITECTURES)}.")
+    if not learning_rate > 0:
+        raise ValueError(f"Received: learning_rate={learning_rate!r}; expected a positive number.")
+    model = (paper_mlp if arch == "mlp" else paper_cnn)(input_shape, n_classes)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model

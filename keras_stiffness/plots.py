@@ -1,0 +1,567 @@
+"""Figures of one run file: the paper's class matrices, stiffness along training, vs distance, ξ, layers.
+
+matplotlib is imported inside the functions. Figures are built as :class:`matplotlib.figure.Figure`
+objects drawn by the Agg canvas (never pyplot), so nothing is shown, no global figure is left open and
+the caller's backend is never switched. Axis letters ``T, P, M, C, L, R, B`` are those of
+:mod:`keras_stiffness.measurement` (``T``: measurements in the run).
+
+Reading conventions shared by every figure:
+
+- Epoch axes: the first measurement is usually at epoch 0 (initialization) and later ones are spaced
+  logarithmically, so when positive epochs span a decade or more the axis is *symlog*: linear from 0 to
+  the first power of ten at or below the smallest positive epoch, logarithmic above. The axis label says
+  so.
+- Train-loss axes are inverted (loss decreases as training proceeds, so time runs left to right) and
+  logarithmic when the losses span a decade. Measurements without a recorded train loss (often the one
+  at initialization) are left out of those panels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import pathlib
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from keras_stiffness.measurement import Measurement
+
+DPI = 120
+_RC = {
+    "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
+    "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.titlesize": 12,
+}
+PAIR_SET_COLORS = {"train-train": "tab:blue", "train-val": "tab:red", "val-val": "tab:green"}
+_MEASURE_NAMES = {"sign": "sign stiffness", "cos": "cosine stiffness"}
+_TAG_NAMES = ("step", "epoch", "train_loss", "val_loss", "learning_rate", "wall_time")
+FILES = ("class_matrices", "stiffness_vs_training", "stiffness_vs_distance", "critical_length",
+         "layer_stiffness")
+
+
+@dataclasses.dataclass
+class RunData:
+    """What the figures read from a run file, loaded once (the file may be closed afterwards).
+
+    ``series`` holds within/between, layer_within/layer_between (when there are layers) and
+    critical_length/critical_length_fit (when there are spaces) stacked over measurements, ``rows`` the
+    full :class:`Measurement` of the few measurements drawn in detail.
+    """
+
+    name: str
+    class_names: List[str]
+    pair_sets: tuple
+    measures: tuple
+    layers: tuple
+    spaces: tuple
+    metric: str
+    min_count: int
+    config: dict
+    tags: Dict[str, np.ndarray]
+    series: Dict[str, np.ndarray]
+    rows: Dict[int, Measurement]
+    dist_top: float = 2.0
+
+    @property
+    def n(self) -> int:
+        return int(self.tags["step"].shape[0])
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+@contextlib.contextmanager
+def _opened(run_or_path) -> Iterator[object]:
+    """A :class:`~keras_stiffness.store.Run` as given (left open), or opened from a path (then closed)."""
+    if hasattr(run_or_path, "series") and hasattr(run_or_path, "measurement"):
+        yield run_or_path
+        return
+    if not isinstance(run_or_path, (str, os.PathLike)):
+        raise TypeError(f"Received: run_or_path of type {type(run_or_path).__name__}; expected a path to a "
+                        f"run file (str or os.PathLike) or an open Run from keras_stiffness.store.open_run.")
+    from keras_stiffness.store import open_run
+
+    with open_run(run_or_path) as run:
+        yield run
+
+
+def load_run(run, rows: Sequence[int] = ()) -> RunData:
+    """Read the time series of an open run, plus the full measurements ``rows`` (indices, 0-based)."""
+    info = run.info
+    n = len(run)
+    if n == 0:
+        raise ValueError(f"Received: run file {str(run.path)!r} with no measurements; expected at least one. "
+                         f"Fix: plot it after the first measurement has been appended.")
+    tags = {k: np.asarray(v, dtype=np.float64) for k, v in dict(run.tags).items()}
+    for key in _TAG_NAMES:
+        tags.setdefault(key, np.full(n, np.nan))
+    wanted = {"within": True, "between": True, "layer_within": bool(run.layers),
+              "layer_between": bool(run.layers), "critical_length": bool(run.spaces),
+              "critical_length_fit": bool(run.spaces)}
+    series = {name: np.asarray(run.series(name), dtype=np.float64) for name, ok in wanted.items() if ok}
+    return RunData(
+        name=run_label(run.path), class_names=[str(c) for c in info.class_names],
+        pair_sets=tuple(run.pair_sets), measures=tuple(run.measures), layers=tuple(run.layers),
+        spaces=tuple(run.spaces), metric=str(info.metric), min_count=int(info.min_count),
+        config=dict(run.config or {}), tags=tags, series=series,
+        rows={int(i): run.measurement(int(i)) for i in sorted(set(rows))},
+        dist_top=distance_top(run, str(info.metric)),
+    )
+
+
+def distance_top(run, metric: str) -> float:
+    """The largest distance a curve covers: 2 for ``1 − cos``, else the largest last bin edge."""
+    if metric == "cosine" or not run.spaces:
+        return 2.0
+    top = np.asarray(run.series("distance_edges"), dtype=np.float64)[..., -1]
+    return float(np.nanmax(top)) if np.isfinite(top).any() else math.inf
+
+
+def run_label(path) -> str:
+    """A short name of a run file for titles: its stem, or its folder's name for ``.../<name>/run.h5``."""
+    path = pathlib.Path(str(path))
+    return path.parent.name if path.stem == "run" and path.parent.name else path.stem
+
+
+def _check_measure(measure: str, measures: Sequence[str], where: str) -> int:
+    if measure not in measures:
+        raise ValueError(f"Received: measure={measure!r}; expected one of {list(measures)} (the measures "
+                         f"recorded in {where}).")
+    return list(measures).index(measure)
+
+
+def _resolve_at(at: Optional[Sequence[int]], n: int) -> List[int]:
+    """Measurement indices to draw in detail: default first, middle, last (deduplicated, sorted)."""
+    if at is None:
+        return sorted({0, (n - 1) // 2, n - 1})
+    if isinstance(at, np.ndarray) and at.ndim == 1:
+        at = at.tolist()
+    if isinstance(at, (int, np.integer, str)) or not isinstance(at, Sequence) or len(at) == 0:
+        raise ValueError(f"Received: at={at!r}; expected a non-empty sequence of measurement indices, "
+                         f"e.g. at=[0, -1].")
+    out = []
+    for i in at:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n <= i < n:
+            raise ValueError(f"Received: at={list(at)!r}; expected integer measurement indices in "
+                             f"[{-n}, {n}) for a run with {n} measurement(s).")
+        out.append(int(i) % n)
+    return sorted(set(out))
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(float(x))
+
+
+def _fmt(x: float, spec: str = ".3g") -> str:
+    return format(float(x), spec) if _finite(x) else "n/a"
+
+
+def _pretty(pair_set: str) -> str:
+    return pair_set.replace("-", "–")
+
+
+def _when_parts(tags: Dict[str, np.ndarray], i: int) -> List[str]:
+    step = int(tags["step"][i])
+    parts = ["step 0 (init)" if step == 0 else f"step {step}"]
+    if _finite(tags["epoch"][i]):
+        parts.append(f"epoch {_fmt(tags['epoch'][i])}")
+    parts.append(f"train loss {_fmt(tags['train_loss'][i])}")
+    return parts
+
+
+def when(tags: Dict[str, np.ndarray], i: int) -> str:
+    """``"step 120, epoch 3, train loss 0.412"`` for measurement ``i`` (``"step 0 (init)"`` first)."""
+    return ", ".join(_when_parts(tags, i))
+
+
+def distance_label(metric: str) -> str:
+    return "distance 1 − cos(R1, R2)" if metric == "cosine" else "euclidean distance ‖R1 − R2‖"
+
+
+def depth_colors(names: Sequence[str]) -> Dict[str, object]:
+    """Grey for ``"input"``, then viridis from dark (shallow) to yellow (deep) in the given order."""
+    import matplotlib
+
+    layers = [s for s in names if s != "input"]
+    cmap = matplotlib.colormaps["viridis"]
+    out = {"input": "0.35"}
+    for j, s in enumerate(layers):
+        out[s] = cmap(0.9 * j / max(1, len(layers) - 1))
+    return out
+
+
+def _plain(axis) -> None:
+    """Tick labels as plain numbers (0.01, 0.1, 1, 10) rather than powers of ten."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def epoch_axis(ax, epochs) -> None:
+    """Linear epoch axis, or symlog (0 = initialization kept) when positive epochs span a decade."""
+    e = np.asarray(epochs, dtype=np.float64)
+    pos = e[np.isfinite(e) & (e > 0)]
+    if pos.size and pos.max() / pos.min() >= 10:
+        lin = 10.0 ** math.floor(math.log10(pos.min()))
+        ax.set_xscale("symlog", linthresh=lin, linscale=0.4)
+        _plain(ax.xaxis)
+        ax.set_xlabel(f"epoch (0 = init; linear up to {lin:g}, log above)")
+    else:
+        ax.set_xlabel("epoch")
+    ax.relim()
+    ax.autoscale(axis="x")
+
+
+def loss_axis(ax, losses) -> None:
+    """Inverted train-loss axis (training runs left to right), log when the losses span a decade."""
+    from matplotlib.ticker import LogLocator
+
+    v = np.asarray(losses, dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    log = bool(v.size) and v.max() / v.min() >= 10
+    if log:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        _plain(ax.xaxis)
+    if not ax.xaxis_inverted():
+        ax.invert_xaxis()
+    ax.set_xlabel("train loss" + (" (log)" if log else "") + ", decreasing →")
+
+
+def zero_line(ax, horizontal: bool = True) -> None:
+    (ax.axhline if horizontal else ax.axvline)(0.0, color="0.5", lw=0.8, zorder=0)
+
+
+def empty_note(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.35", wrap=True)
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    import matplotlib
+
+    with matplotlib.rc_context(_RC):
+        yield
+
+
+def save(fig, path: pathlib.Path) -> pathlib.Path:
+    """Write ``fig`` as PNG through the Agg canvas and drop its artists."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=DPI, format="png")
+    fig.clear()
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+def class_matrix_figure(data: RunData, at: Sequence[int], measure: str):
+    """Figure 6: class stiffness matrices (rows: train–train, train–val; columns: measurements ``at``)."""
+    import matplotlib
+
+    k = _check_measure(measure, data.measures, f"run {data.name!r}")
+    sets = [p for p in ("train-train", "train-val") if p in data.pair_sets]
+    c = len(data.class_names)
+    side = 3.3 if c <= 30 else 4.2
+    fig = _new_figure(1.4 + side * len(at), 0.9 + (side + 0.5) * len(sets))
+    axes = fig.subplots(len(sets), len(at), squeeze=False)
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.7")
+    step = max(1, math.ceil(c / 20))
+    ticks = np.arange(0, c, step)
+    tick_size = 9 if c <= 10 else (8 if c <= 20 else 7)
+    image = None
+    for r, pair_set in enumerate(sets):
+        p = data.pair_sets.index(pair_set)
+        for col, i in enumerate(at):
+            ax = axes[r, col]
+            matrix = np.asarray(data.rows[i].class_matrix[p, k], dtype=np.float64)
+            image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=-1.0, vmax=1.0,
+                              interpolation="nearest")
+            if c <= 12:
+                for a in range(c):
+                    for b in range(c):
+                        v = matrix[a, b]
+                        ax.text(b, a, "n/a" if not np.isfinite(v) else f"{v:.2f}", ha="center", va="center",
+                                fontsize=6.5 if c > 6 else 8, color="white" if abs(v) > 0.6 else "black",
+                                in_layout=False, clip_on=True)
+            ax.set_xticks(ticks)
+            ax.set_yticks(ticks)
+            names = [data.class_names[t] for t in ticks]
+            ax.set_xticklabels(names if r == len(sets) - 1 else [], rotation=90, fontsize=tick_size)
+            ax.set_yticklabels(names if col == 0 else [], fontsize=tick_size)
+            if r == len(sets) - 1:
+                ax.set_xlabel("class of X2 (measured)")
+            if col == 0:
+                ax.set_ylabel(f"{_pretty(pair_set)}\nclass of X1 (step taken)")
+            parts = _when_parts(data.tags, i)
+            ax.set_title(", ".join(parts[:-1]) + "\n" + parts[-1], fontsize=9)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=f"mean {_MEASURE_NAMES[measure]}")
+    fig.suptitle(f"{data.name}: class stiffness matrices C(a, b), {_MEASURE_NAMES[measure]}"
+                 + ("" if c <= 12 else f" ({c} classes, every {step}th labelled)" if step > 1 else "")
+                 + "\ngrey (n/a): no pairs of that class pair")
+    return fig
+
+
+def training_figure(data: RunData, measure: str):
+    """Within/between stiffness vs epoch and vs train loss, per pair set; the chosen measure solid."""
+    from matplotlib.lines import Line2D
+
+    _check_measure(measure, data.measures, f"run {data.name!r}")
+    fig = _new_figure(11.5, 7.0)
+    axes = fig.subplots(2, 2, sharey="row", sharex="col")
+    epoch, loss = data.tags["epoch"], data.tags["train_loss"]
+    has_loss = bool(np.isfinite(loss).any())
+    styles = {m: ("-" if m == measure else ":") for m in data.measures}
+    for row, name in enumerate(("within", "between")):
+        values = data.series[name]  # (T, P, M)
+        for col, x in enumerate((epoch, loss)):
+            ax = axes[row, col]
+            zero_line(ax)
+            if col == 1 and not has_loss:
+                empty_note(ax, "no train loss recorded")
+                ax.tick_params(axis="x", labelbottom=False)
+                continue
+            for p, pair_set in enumerate(data.pair_sets):
+                for k, m in enumerate(data.measures):
+                    chosen = m == measure
+                    ax.plot(x, values[:, p, k], styles[m], marker="o", ms=4 if chosen else 4.5,
+                            mfc=None if chosen else "white", color=PAIR_SET_COLORS[pair_set],
+                            lw=(1.8 if chosen else 1.2) * (1.0 if col == 0 else 0.6),
+                            alpha=1.0 if chosen else 0.8)
+            ax.grid(alpha=0.3)
+        axes[row, 0].set_ylabel(f"{name}-class stiffness")
+    epoch_axis(axes[1, 0], epoch)
+    if has_loss:
+        loss_axis(axes[1, 1], loss)
+    axes[0, 0].set_title("vs epoch")
+    missing = int(np.isnan(loss).sum())
+    axes[0, 1].set_title("vs train loss" + (f" ({missing} measurement{'s' * (missing > 1)} without a "
+                                            f"recorded loss left out)" if has_loss and missing else ""))
+    sets = [Line2D([], [], color=PAIR_SET_COLORS[p], marker="o", ms=4, label=_pretty(p)) for p in data.pair_sets]
+    kinds = [Line2D([], [], color="black", ls=styles[m], marker="o", mfc=None if m == measure else "white",
+                    label=m + " (chosen)" * (m == measure)) for m in data.measures]
+    fig.legend(handles=sets, loc="outside right upper", title="pair set")
+    fig.legend(handles=kinds, loc="outside right center", title="measure")
+    fig.suptitle(f"{data.name}: stiffness along training")
+    return fig
+
+
+def _xi(value: float, top: float) -> str:
+    if not _finite(value):
+        return "undefined"
+    return _fmt(value) + (" ▲ beyond range" if value > top else "")
+
+
+def plot_xi(ax, x, y, top: float, **style) -> int:
+    """Plot ξ values; those beyond the distance range (> ``top``) as ▲ on the top edge. Returns their count."""
+    y = np.asarray(y, dtype=np.float64)
+    beyond = np.isfinite(y) & (y > top)
+    ax.plot(x, np.where(beyond, np.nan, y), **style)
+    if beyond.any():
+        ax.plot(np.asarray(x)[beyond], np.ones(int(beyond.sum())), ls="none", marker="^", ms=7,
+                color=style.get("color"), transform=ax.get_xaxis_transform(), clip_on=False)
+    return int(beyond.sum())
+
+
+def xi_limits(ax, values, top: float) -> None:
+    """y from 0 to just above the largest ξ within the distance range."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v) & (v <= top)]
+    hi = float(v.max()) if v.size else (top if math.isfinite(top) else 1.0)
+    ax.set_ylim(0.0, 1.08 * hi if hi > 0 else 1.0)
+
+
+def beyond_handle(top: float):
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], ls="none", marker="^", ms=7, color="black", label=f"beyond the distance\nrange (> {top:.3g})")
+
+
+def _bin_values(m: Measurement, r: int, k: int, min_count: int):
+    """Bin centres and mean stiffness of space ``r``; bins with fewer than ``min_count`` pairs -> NaN."""
+    edges = np.asarray(m.distance_edges[r], dtype=np.float64)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    mean = np.array(m.curve_mean[r, k], dtype=np.float64)
+    mean[np.asarray(m.curve_count[r]) < min_count] = np.nan
+    return centres, mean
+
+
+def distance_figure(data: RunData, measure: str):
+    """Figure 9: stiffness vs distance per space, last measurement solid, first dashed, ξ marked."""
+    from matplotlib.lines import Line2D
+
+    k = _check_measure(measure, data.measures, f"run {data.name!r}")
+    first, last = 0, data.n - 1
+    colors = depth_colors(data.spaces)
+    fig = _new_figure(10.0, 7.0)
+    ax, ax_n = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    zero_line(ax)
+    handles = []
+    for r, space in enumerate(data.spaces):
+        col = colors[space]
+        if first != last:
+            x, y = _bin_values(data.rows[first], r, k, data.min_count)
+            ax.plot(x, y, "--", color=col, lw=1.2, alpha=0.8)
+        x, y = _bin_values(data.rows[last], r, k, data.min_count)
+        xi = float(data.rows[last].critical_length[r, k])
+        xi_fit = float(data.rows[last].critical_length_fit[r, k])
+        (line,) = ax.plot(x, y, "-", marker="o", ms=3.5, color=col, lw=1.8,
+                          label=f"{space}: ξ = {_xi(xi, data.dist_top)} (fit {_xi(xi_fit, data.dist_top)})")
+        handles.append(line)
+        if _finite(xi):
+            ax.axvline(xi, color=col, ls=":", lw=1.5)
+        counts = np.asarray(data.rows[last].curve_count[r], dtype=np.float64)
+        ax_n.step(x, np.where(counts > 0, counts, np.nan), where="mid", color=col, lw=1.2)
+    ax.set_ylabel(f"mean {_MEASURE_NAMES[measure]}\n(train–train pairs)")
+    ax.grid(alpha=0.3)
+    styles = [Line2D([], [], color="0.3", ls="-", label=f"last: {when(data.tags, last)}")]
+    if first != last:
+        styles.append(Line2D([], [], color="0.3", ls="--", label=f"first: {when(data.tags, first)}"))
+    styles.append(Line2D([], [], color="0.3", ls=":", label="ξ (zero crossing, last)"))
+    legend = ax.legend(handles=handles, loc="upper right", title="space: critical length (last)")
+    ax.add_artist(legend)
+    ax.legend(handles=styles, loc="lower left", fontsize=8)
+    ax_n.axhline(max(data.min_count, 1), color="0.4", ls="--", lw=1)
+    ax_n.text(1.0, max(data.min_count, 1), f" min_count = {data.min_count}", transform=ax_n.get_yaxis_transform(),
+              va="bottom", ha="right", fontsize=8, color="0.3")
+    ax_n.set_yscale("log")
+    ax_n.set_ylabel("pairs per bin\n(last)")
+    ax_n.set_xlabel(distance_label(data.metric))
+    ax_n.grid(alpha=0.3)
+    if data.metric == "euclidean":
+        tops = [float(data.rows[last].distance_edges[r, -1]) for r in range(len(data.spaces))]
+        if max(tops) / max(min(tops), 1e-300) >= 10:
+            ax_n.set_xscale("log")
+            ax_n.set_xlabel(distance_label(data.metric) + " (log)")
+    else:
+        ax_n.set_xlim(0.0, 2.0)
+    fig.suptitle(f"{data.name}: stiffness vs distance, {_MEASURE_NAMES[measure]}\n"
+                 f"bins with fewer than {data.min_count} pairs left out")
+    return fig
+
+
+def critical_length_figure(data: RunData, measure: str):
+    """ξ per space along training: zero crossing (solid) and linear fit (dashed); NaN left as gaps."""
+    from matplotlib.lines import Line2D
+
+    k = _check_measure(measure, data.measures, f"run {data.name!r}")
+    colors = depth_colors(data.spaces)
+    fig = _new_figure(10.0, 5.5)
+    ax = fig.subplots()
+    epoch = data.tags["epoch"]
+    xi, xi_fit = data.series["critical_length"][:, :, k], data.series["critical_length_fit"][:, :, k]
+    beyond = 0
+    for r, space in enumerate(data.spaces):
+        beyond += plot_xi(ax, epoch, xi[:, r], data.dist_top, ls="-", marker="o", ms=4, color=colors[space],
+                          lw=1.8, label=space)
+        beyond += plot_xi(ax, epoch, xi_fit[:, r], data.dist_top, ls="--", marker="s", ms=3.5, mfc="none",
+                          color=colors[space], lw=1.2)
+    epoch_axis(ax, epoch)
+    if not (np.isfinite(xi).any() or np.isfinite(xi_fit).any()):
+        empty_note(ax, "ξ undefined at every measurement\n(the curves never cross 0)")
+    else:
+        xi_limits(ax, np.concatenate([xi.ravel(), xi_fit.ravel()]), data.dist_top)
+    ax.set_ylabel(f"critical length ξ\n({distance_label(data.metric)})")
+    ax.grid(alpha=0.3)
+    fig.legend(handles=ax.get_legend_handles_labels()[0], loc="outside right upper", title="space")
+    kinds = [Line2D([], [], color="black", ls="-", marker="o", ms=4, label="zero crossing"),
+             Line2D([], [], color="black", ls="--", marker="s", mfc="none", ms=3.5, label="linear fit\n(within-class)")]
+    if beyond:
+        kinds.append(beyond_handle(data.dist_top))
+    fig.legend(handles=kinds, loc="outside right lower", title="ξ estimator")
+    fig.suptitle(f"{data.name}: critical length along training, {_MEASURE_NAMES[measure]} (gaps: ξ undefined)")
+    return fig
+
+
+def layer_figure(data: RunData, measure: str):
+    """Per-layer within/between stiffness (train–train, each layer's Gram block alone) vs epoch."""
+    k = _check_measure(measure, data.measures, f"run {data.name!r}")
+    p = data.pair_sets.index("train-train")
+    colors = depth_colors(data.layers)
+    fig = _new_figure(11.5, 4.8 if len(data.layers) <= 12 else 6.5)
+    axes = fig.subplots(1, 2, sharey=True)
+    epoch = data.tags["epoch"]
+    for ax, name in zip(axes, ("within", "between")):
+        zero_line(ax)
+        values = data.series[f"layer_{name}"][:, :, p, k]
+        for li, layer in enumerate(data.layers):
+            ax.plot(epoch, values[:, li], "-", marker="o", ms=3, color=colors[layer], lw=1.5, label=layer)
+        epoch_axis(ax, epoch)
+        ax.set_title(f"{name}-class, train–train")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"{_MEASURE_NAMES[measure]} of the layer's own weights")
+    handles = axes[0].get_legend_handles_labels()[0]
+    fig.legend(handles=handles, loc="outside right upper", title="layer (input → output)",
+               ncol=1 if len(handles) <= 20 else 2, fontsize=8 if len(handles) > 12 else 9)
+    fig.suptitle(f"{data.name}: per-layer stiffness along training")
+    return fig
+
+
+def build_figures(data: RunData, at: Sequence[int], measure: str) -> Dict[str, object]:
+    """The figures of :func:`plot_run` by file stem; figures without data (no spaces/layers) left out."""
+    out = {"class_matrices": class_matrix_figure(data, at, measure),
+           "stiffness_vs_training": training_figure(data, measure)}
+    if data.spaces:
+        out["stiffness_vs_distance"] = distance_figure(data, measure)
+        out["critical_length"] = critical_length_figure(data, measure)
+    if data.layers:
+        out["layer_stiffness"] = layer_figure(data, measure)
+    return out
+
+
+def plot_run(run_or_path, out_dir, *, at: Optional[Sequence[int]] = None, measure: str = "sign",
+             prefix: str = "") -> List[pathlib.Path]:
+    """Write the figures of one run file as PNGs and return their paths.
+
+    Files (each ``prefix + name + ".png"``): ``class_matrices`` (paper Figure 6), ``stiffness_vs_training``,
+    ``stiffness_vs_distance`` (Figure 9) and ``critical_length`` (only when the run has distance spaces),
+    ``layer_stiffness`` (only when it has layers).
+
+    Args:
+        run_or_path: Path of a run file, or a Run opened with :func:`keras_stiffness.store.open_run`.
+        out_dir: Output directory (created if missing).
+        at: Measurement indices for the class matrices (negative counts from the end); default: first,
+            middle and last.
+        measure: ``"sign"`` or ``"cos"`` (must be recorded in the run).
+        prefix: Prepended to every file name, e.g. ``"lr1e-3_"``.
+
+    Returns:
+        The written paths, in the order listed above.
+
+    Raises:
+        ValueError: Empty run, unknown measure, indices outside the run.
+        TypeError: ``run_or_path`` neither a path nor a Run.
+
+    Example:
+        >>> paths = plot_run("run.h5", "figures", at=[0, -1], measure="cos")  # doctest: +SKIP
+        >>> [p.name for p in paths][:2]  # doctest: +SKIP
+        ['class_matrices.png', 'stiffness_vs_training.png']
+    """
+    with _opened(run_or_path) as run:
+        n = len(run)
+        _check_measure(measure, tuple(run.measures), f"run file {str(run.path)!r}")
+        rows = _resolve_at(at, n) if n else []
+        data = load_run(run, sorted(set(rows) | {0, n - 1}) if n else [])
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with style():
+        figures = build_figures(data, rows, measure)
+        return [save(fig, out / f"{prefix}{stem}.png") for stem, fig in figures.items()]
+
+
+def plot_sweep(run_paths: Sequence[str], out_path, *, measure: str = "sign", match: str = "epoch") -> pathlib.Path:
+    """Figure 10: ξ and within-class stiffness vs learning rate; see :mod:`keras_stiffness.plots_sweep`."""
+    from keras_stiffness.plots_sweep import plot_sweep as _plot_sweep
+
+    return _plot_sweep(run_paths, out_path, measure=measure, match=match)

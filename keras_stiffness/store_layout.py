@@ -1,0 +1,482 @@
+"""The HDF5 run format: names, shapes, validation and the conversions between files and objects.
+
+h5py, NumPy and the standard library only. :mod:`keras_stiffness.store` builds the writer and the
+reader on top of this module; ``saved_runs/README.md`` documents the format for people who read files
+without this package.
+
+A run file holds one growing row per :class:`~keras_stiffness.measurement.Measurement` along the
+unlimited axis ``measurement``. Every other axis has a coordinate dataset that is an HDF5 dimension
+scale (so xarray/h5netcdf see named dimensions). Axis letters are those of
+:mod:`keras_stiffness.measurement`; their axis names in the file:
+
+==========  ==============  ======================================================
+letter      axis name       coordinate values
+==========  ==============  ======================================================
+(rows)      ``measurement`` row number 0..T-1 (int64, grows)
+``P``       ``pair_set``    pair set names (str)
+``M``       ``measure``     measure names (str)
+``C``       ``class_from``  class names (str); first index of a directed class pair
+``C``       ``class_to``    class names (str); second index
+``L``       ``layer``       layer names (str)
+``R``       ``space``       representation space names (str)
+``B``       ``bin``         bin number 0..B-1 (int64)
+``B+1``     ``bin_edge``    edge number 0..B (int64)
+``N``       ``probe``       probe number 0..N-1 (int64)
+``N``       ``probe_j``     probe number 0..N-1 (int64), second axis of ``gram``
+==========  ==============  ======================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import numbers
+from dataclasses import field
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import h5py
+import numpy as np
+
+from keras_stiffness.measurement import TAGS, Measurement
+
+FORMAT = "keras_stiffness.run"
+FORMAT_VERSION = 1
+METRICS = ("cosine", "euclidean")
+
+#: Rows of one chunk hold about this many bytes (at least one row, at most ``MAX_CHUNK_ROWS``).
+CHUNK_BYTES = 32 * 1024
+MAX_CHUNK_ROWS = 512
+
+
+class RunFileError(ValueError):
+    """A run file, or something written to it, is not what this version of the format expects."""
+
+
+class NotARunError(RunFileError):
+    """The path is not a readable keras_stiffness run (not HDF5, another HDF5 file, truncated...)."""
+
+
+class FormatVersionError(RunFileError):
+    """The file was written in a format version this keras_stiffness cannot handle."""
+
+
+class RunMismatchError(RunFileError):
+    """A resumed run does not match the file (probe set, names or sizes differ)."""
+
+
+class MeasurementMismatchError(RunFileError):
+    """A Measurement does not fit the run it is appended to (names, shapes or types differ)."""
+
+
+class RunInUseError(RunFileError):
+    """The file is open in another process, so it cannot be modified now."""
+
+
+@dataclasses.dataclass(eq=False)
+class RunInfo:
+    """Everything about a run that does not change from one measurement to the next.
+
+    Sequences are normalized on construction (names to tuples of ``str``, probe arrays to int64/bool)
+    and checked, so a bad value fails here rather than halfway through writing a file.
+
+    Attributes:
+        class_names: The ``C`` class names, in label order.
+        probe_labels: ``(N,)`` int labels of the probes.
+        probe_indices: ``(N,)`` int index of each probe in its source split.
+        probe_is_val: ``(N,)`` bool, True for held-out probes.
+        probe_hash: Content hash of the probe set (checked when a run is resumed).
+        pair_sets: The ``P`` pair set names.
+        measures: The ``M`` measure names.
+        layers: The ``L`` layer names (empty when no per-layer blocks are measured).
+        spaces: The ``R`` representation space names (empty when distances are off).
+        bins: ``B``, the number of distance bins.
+        metric: Distance metric, ``"cosine"`` or ``"euclidean"``.
+        min_count: Fewest pairs a distance bin needs to count.
+        save_gram: Whether every row also stores the ``(N, N)`` Gram matrix.
+        config: JSON-serializable run configuration.
+        model_summary: Text summary of the model.
+        loss: Name of the loss.
+        rules: Layer name -> Gram rule used (``"dense"``, ``"conv"``, ``"fallback:jacobian"``...).
+        versions: Library name -> version.
+
+    Example:
+        >>> import numpy as np
+        >>> info = RunInfo(class_names=["a", "b"], probe_labels=np.array([0, 1, 0, 1]),
+        ...                probe_indices=np.arange(4), probe_is_val=np.zeros(4, bool),
+        ...                probe_hash="abc", pair_sets=("train-train",), measures=("sign", "cos"),
+        ...                layers=("dense",), spaces=("input", "dense"), bins=5,
+        ...                metric="cosine", min_count=1, save_gram=False, config={"epochs": 2})
+        >>> info.n_probes, info.pair_sets
+        (4, ('train-train',))
+    """
+
+    class_names: list
+    probe_labels: np.ndarray
+    probe_indices: np.ndarray
+    probe_is_val: np.ndarray
+    probe_hash: str
+    pair_sets: Tuple[str, ...]
+    measures: Tuple[str, ...]
+    layers: Tuple[str, ...]
+    spaces: Tuple[str, ...]
+    bins: int
+    metric: str
+    min_count: int
+    save_gram: bool
+    config: dict
+    model_summary: str = ""
+    loss: str = ""
+    rules: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.class_names = list(_names("class_names", self.class_names))
+        for name in ("pair_sets", "measures", "layers", "spaces"):
+            setattr(self, name, _names(name, getattr(self, name)))
+        self.probe_labels = _int_vector("probe_labels", self.probe_labels)
+        self.probe_indices = _int_vector("probe_indices", self.probe_indices)
+        is_val = np.asarray(self.probe_is_val)
+        if is_val.ndim != 1 or is_val.dtype.kind not in "bi":
+            raise TypeError(
+                f"Received: probe_is_val with dtype {is_val.dtype} and shape {is_val.shape}; "
+                "expected a 1-D bool array (True for held-out probes)."
+            )
+        self.probe_is_val = is_val.astype(bool)
+        n = len(self.probe_labels)
+        if not (len(self.probe_indices) == len(self.probe_is_val) == n) or n < 1:
+            raise ValueError(
+                f"Received: probe_labels, probe_indices, probe_is_val of lengths {n}, "
+                f"{len(self.probe_indices)}, {len(self.probe_is_val)}; expected one common length "
+                "N >= 1 (one entry per probe)."
+            )
+        for name in ("class_names", "pair_sets", "measures"):  # layers, spaces may be empty
+            if not getattr(self, name):
+                raise ValueError(f"Received: {name}=[] (empty); expected at least one name.")
+        self.bins = _int_scalar("bins", self.bins, minimum=1)
+        self.min_count = _int_scalar("min_count", self.min_count, minimum=0)
+        if self.metric not in METRICS:
+            raise ValueError(f"Received: metric={self.metric!r}; expected one of {list(METRICS)}.")
+        if not isinstance(self.save_gram, (bool, np.bool_)):
+            raise TypeError(f"Received: save_gram={self.save_gram!r}; expected True or False.")
+        self.save_gram = bool(self.save_gram)
+        for name in ("probe_hash", "model_summary", "loss"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(
+                    f"Received: {name} of type {type(getattr(self, name)).__name__}; expected str."
+                )
+        for name in ("config", "rules", "versions"):
+            _to_json(name, getattr(self, name))
+
+    @property
+    def n_probes(self) -> int:
+        """``N``, the number of probes."""
+        return len(self.probe_labels)
+
+    def axis_sizes(self) -> Dict[str, int]:
+        """Length of every fixed axis of the file, by axis name."""
+        c, n = len(self.class_names), self.n_probes
+        return {
+            "pair_set": len(self.pair_sets), "measure": len(self.measures),
+            "class_from": c, "class_to": c, "layer": len(self.layers), "space": len(self.spaces),
+            "bin": self.bins, "bin_edge": self.bins + 1, "probe": n, "probe_j": n,
+        }
+
+
+def _names(name: str, values: Any) -> Tuple[str, ...]:
+    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+        raise TypeError(f"Received: {name}={values!r}; expected a sequence of str.")
+    return tuple(values)
+
+
+def _int_vector(name: str, values: Any) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1 or array.dtype.kind not in "iu":
+        raise TypeError(
+            f"Received: {name} with dtype {array.dtype} and shape {array.shape}; "
+            "expected a 1-D integer array."
+        )
+    return array.astype(np.int64)
+
+
+def _int_scalar(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or (
+        value < minimum
+    ):
+        raise ValueError(f"Received: {name}={value!r}; expected an int >= {minimum}.")
+    return int(value)
+
+
+def _to_json(name: str, value: Any) -> str:
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"Received: {name} that JSON cannot encode ({e}); expected a JSON-serializable value "
+            "(dicts, lists, str, numbers, bools, None); convert other objects with str() first."
+        ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Series:
+    """One growing dataset: its axes after ``measurement``, element kind and meaning."""
+
+    name: str
+    axes: Tuple[str, ...]
+    kind: str  # "f": float64 (fill NaN), "i": int64
+    description: str
+
+
+#: Every growing dataset in file order (``step`` last: its length commits a row).
+SERIES: Tuple[Series, ...] = (
+    Series("epoch", (), "f", "Epochs completed when measured (fractional for step schedules)"),
+    Series("train_loss", (), "f", "Training loss when measured (NaN when unknown)"),
+    Series("val_loss", (), "f", "Validation loss when measured (NaN when unknown)"),
+    Series("learning_rate", (), "f", "Optimizer learning rate when measured (NaN when unknown)"),
+    Series("wall_time", (), "f", "Seconds since the run started"),
+    Series("class_matrix", ("pair_set", "measure", "class_from", "class_to"), "f",
+           "Mean stiffness per directed class pair (step on class_from, effect on class_to); "
+           "NaN without pairs"),
+    Series("class_pairs", ("pair_set", "class_from", "class_to"), "i",
+           "Number of pairs behind each class_matrix entry"),
+    Series("within", ("pair_set", "measure"), "f", "Mean of the class_matrix diagonal"),
+    Series("between", ("pair_set", "measure"), "f", "Mean of the off-diagonal class_matrix entries"),
+    Series("mean", ("pair_set", "measure"), "f", "Mean stiffness over all pairs of the pair set"),
+    Series("pairs", ("pair_set",), "i", "Number of pairs in each pair set"),
+    Series("layer_mean", ("layer", "pair_set", "measure"), "f",
+           "Like mean, from that layer's Gram block alone"),
+    Series("layer_within", ("layer", "pair_set", "measure"), "f",
+           "Like within, from that layer's Gram block alone"),
+    Series("layer_between", ("layer", "pair_set", "measure"), "f",
+           "Like between, from that layer's Gram block alone"),
+    Series("distance_edges", ("space", "bin_edge"), "f", "Bin edges of the distance curves"),
+    Series("curve_mean", ("space", "measure", "bin"), "f",
+           "Mean stiffness of train-train pairs per distance bin (NaN if empty)"),
+    Series("curve_count", ("space", "bin"), "i", "Train-train pairs per distance bin"),
+    Series("critical_length", ("space", "measure"), "f",
+           "First zero crossing of the binned curve (NaN when none)"),
+    Series("critical_length_fit", ("space", "measure"), "f",
+           "Zero of a line fitted to within-class stiffness vs distance (NaN when none)"),
+    Series("zero_grad", (), "i", "Probes whose gradient has zero norm"),
+    Series("gram", ("probe", "probe_j"), "f",
+           "Gram matrix of the probes' loss gradients, total over layers (only with save_gram)"),
+    Series("measurement", (), "i", "Row number (coordinate of the measurement axis)"),
+    Series("step", (), "i", "Optimizer steps taken when measured (0 = at initialization)"),
+)
+SERIES_BY_NAME: Dict[str, Series] = {s.name: s for s in SERIES}
+#: Per-row Measurement fields that are arrays or per-row scalars (everything but the names and tags).
+ARRAY_FIELDS = tuple(s.name for s in SERIES if s.name not in TAGS and s.name != "measurement")
+STRING_AXES = ("pair_set", "measure", "class_from", "class_to", "layer", "space")
+INDEX_AXES = ("bin", "bin_edge", "probe", "probe_j")
+
+
+def series_names(save_gram: bool) -> Tuple[str, ...]:
+    """Names of the growing datasets a file has (``gram`` only with ``save_gram``)."""
+    return tuple(s.name for s in SERIES if save_gram or s.name != "gram")
+
+
+def chunk_rows(row_elements: int) -> int:
+    """Rows per chunk for a dataset whose rows hold ``row_elements`` 8-byte numbers."""
+    return int(min(MAX_CHUNK_ROWS, max(1, CHUNK_BYTES // max(8 * row_elements, 1))))
+
+
+def write_layout(f: h5py.File, info: RunInfo, library_version: str) -> None:
+    """Write attributes, coordinates, probe datasets and empty growing series into a new file."""
+    f.attrs["format"] = FORMAT
+    f.attrs["format_version"] = np.int64(FORMAT_VERSION)
+    f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    f.attrs["library_version"] = library_version
+    f.attrs["config"] = _to_json("config", info.config)
+    f.attrs["model_summary"] = info.model_summary
+    f.attrs["loss"] = info.loss
+    f.attrs["rules"] = _to_json("rules", info.rules)
+    f.attrs["versions"] = _to_json("versions", info.versions)
+    f.attrs["metric"] = info.metric
+    f.attrs["min_count"] = np.int64(info.min_count)
+    f.attrs["probe_hash"] = info.probe_hash
+    f.attrs["save_gram"] = np.bool_(info.save_gram)
+    f.attrs["resumed"] = "[]"
+
+    sizes = info.axis_sizes()
+    strings = {
+        "pair_set": info.pair_sets, "measure": info.measures, "class_from": info.class_names,
+        "class_to": info.class_names, "layer": info.layers, "space": info.spaces,
+    }
+    scales = {}
+    for axis, values in strings.items():
+        scales[axis] = f.create_dataset(
+            axis, data=np.array(values, dtype=object), dtype=h5py.string_dtype()
+        )
+    for axis in INDEX_AXES:
+        if axis != "probe_j" or info.save_gram:
+            scales[axis] = f.create_dataset(axis, data=np.arange(sizes[axis], dtype=np.int64))
+    for name, values in (("probe_label", info.probe_labels), ("probe_index", info.probe_indices),
+                         ("probe_is_val", info.probe_is_val)):
+        f.create_dataset(name, data=values)
+
+    datasets = {}
+    for s in SERIES:
+        if s.name == "gram" and not info.save_gram:
+            continue
+        shape = tuple(sizes[a] for a in s.axes)
+        # A chunk needs a positive length on every axis, so an empty axis (no layers, or no
+        # distance spaces) is made resizable; it never grows.
+        chunk = tuple(max(d, 1) for d in shape)
+        rows = chunk_rows(int(np.prod(chunk, dtype=np.int64)))
+        datasets[s.name] = f.create_dataset(
+            s.name, shape=(0,) + shape, maxshape=(None,) + tuple(d or None for d in shape),
+            chunks=(rows,) + chunk,
+            dtype=np.float64 if s.kind == "f" else np.int64,
+            fillvalue=np.nan if s.kind == "f" else 0,
+        )
+        datasets[s.name].attrs["description"] = s.description
+    scales["measurement"] = datasets["measurement"]
+    for axis, ds in scales.items():
+        ds.make_scale(axis)
+    for name, ds in datasets.items():
+        for i, axis in enumerate(("measurement",) + SERIES_BY_NAME[name].axes):
+            if name != "measurement" or i:
+                ds.dims[i].attach_scale(scales[axis])
+    for name in ("probe_label", "probe_index", "probe_is_val"):
+        f[name].dims[0].attach_scale(scales["probe"])
+    f["probe_label"].attrs["description"] = "Label of each probe (index into class_from/class_to)"
+    f["probe_index"].attrs["description"] = "Index of each probe in its source split"
+    f["probe_is_val"].attrs["description"] = "True for held-out (validation) probes"
+
+
+def attr_str(f: h5py.File, name: str) -> str:
+    """A string attribute as ``str`` (h5py gives bytes for fixed-length strings)."""
+    value = f.attrs[name]
+    return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
+def check_format(f: h5py.File, path: str) -> int:
+    """Check the ``format`` attribute and the version; return the file's format version."""
+    fmt = attr_str(f, "format") if "format" in f.attrs else None
+    if fmt != FORMAT:
+        top = sorted(f.keys())[:5]
+        raise NotARunError(
+            f"Received: {path!r}, an HDF5 file with format attribute {fmt!r} and top-level items "
+            f"{top}; expected a keras_stiffness run (format={FORMAT!r}). Pass the .h5 file written "
+            "by RunWriter / StiffnessCallback, not a model or other HDF5 file."
+        )
+    try:
+        version = int(f.attrs["format_version"])
+    except (KeyError, TypeError, ValueError):
+        raise NotARunError(
+            f"Received: {path!r} without a readable integer format_version attribute; expected a "
+            "keras_stiffness run file. The file is damaged; re-create it."
+        ) from None
+    if version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"Received: {path!r} with format_version={version}; expected <= {FORMAT_VERSION}: it "
+            "was written by a newer keras_stiffness; upgrade (pip install -U keras_stiffness)."
+        )
+    if version < 1:
+        raise NotARunError(f"Received: {path!r} with format_version={version}; expected >= 1.")
+    return version
+
+
+def read_info(f: h5py.File) -> RunInfo:
+    """Rebuild the :class:`RunInfo` of an open run file (format already checked)."""
+    def strings(name: str) -> Tuple[str, ...]:
+        return tuple(f[name].asstr()[()].tolist())
+
+    return RunInfo(
+        class_names=list(strings("class_from")),
+        probe_labels=f["probe_label"][()], probe_indices=f["probe_index"][()],
+        probe_is_val=f["probe_is_val"][()], probe_hash=attr_str(f, "probe_hash"),
+        pair_sets=strings("pair_set"), measures=strings("measure"), layers=strings("layer"),
+        spaces=strings("space"), bins=int(f["bin"].shape[0]), metric=attr_str(f, "metric"),
+        min_count=int(f.attrs["min_count"]), save_gram=bool(f.attrs["save_gram"]),
+        config=json.loads(attr_str(f, "config")), model_summary=attr_str(f, "model_summary"),
+        loss=attr_str(f, "loss"), rules=json.loads(attr_str(f, "rules")),
+        versions=json.loads(attr_str(f, "versions")),
+    )
+
+
+#: RunInfo fields a resumed run must share with its file (they fix the datasets' shapes and meaning).
+RESUME_FIELDS = ("probe_hash", "class_names", "pair_sets", "measures", "layers", "spaces", "bins",
+                 "metric", "min_count", "save_gram", "n_probes")
+
+
+def info_differences(stored: RunInfo, new: RunInfo) -> Dict[str, Tuple[Any, Any]]:
+    """Fields of :data:`RESUME_FIELDS` whose values differ: name -> (in file, received)."""
+    out = {}
+    for name in RESUME_FIELDS:
+        a, b = getattr(stored, name), getattr(new, name)
+        if (list(a) if isinstance(a, (list, tuple)) else a) != (
+            list(b) if isinstance(b, (list, tuple)) else b
+        ):
+            out[name] = (a, b)
+    return out
+
+
+def measurement_row(m: Measurement, info: RunInfo) -> Dict[str, np.ndarray]:
+    """Check ``m`` against ``info`` and turn it into one row per series (nothing written).
+
+    Raises:
+        TypeError: ``m`` is not a Measurement.
+        MeasurementMismatchError: names, shapes or value types do not fit the run.
+    """
+    if not isinstance(m, Measurement):
+        raise TypeError(f"Received: {type(m).__name__}; expected a keras_stiffness Measurement.")
+    for name in ("pair_sets", "measures", "layers", "spaces"):
+        got = tuple(getattr(m, name))
+        if got != getattr(info, name):
+            raise MeasurementMismatchError(
+                f"Received: Measurement with {name}={got}; expected {getattr(info, name)} as in the "
+                "run's RunInfo. Measure with the same probe set and configuration as the run."
+            )
+    sizes = info.axis_sizes()
+    row: Dict[str, np.ndarray] = {}
+    for s in SERIES:
+        if s.name == "measurement" or (s.name == "gram" and not info.save_gram):
+            continue
+        value = getattr(m, s.name)
+        if value is None:
+            shape = tuple(sizes[a] for a in s.axes)
+            raise MeasurementMismatchError(
+                f"Received: Measurement with {s.name}=None; expected "
+                + (f"an array of shape {shape}" if shape else "a number (NaN when unknown)")
+                + (" because the run was created with save_gram=True." if s.name == "gram" else ".")
+            )
+        row[s.name] = _cell(s, value, tuple(sizes[a] for a in s.axes))
+    return row
+
+
+def _cell(s: Series, value: Any, shape: Tuple[int, ...]) -> np.ndarray:
+    array = np.asarray(value)
+    if array.shape != shape:
+        letters = ", ".join(s.axes)
+        raise MeasurementMismatchError(
+            f"Received: {s.name} with shape {array.shape}; expected {shape} = ({letters}) for this "
+            "run. Measure with the same probe set and configuration as the run."
+        )
+    if array.dtype.kind not in "biuf":
+        raise MeasurementMismatchError(
+            f"Received: {s.name} with dtype {array.dtype}; expected numbers (NaN for an unknown "
+            "value, not None)."
+        )
+    if s.kind == "f":
+        return array.astype(np.float64)
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array) & (array == np.round(array))):
+        raise MeasurementMismatchError(
+            f"Received: {s.name} with non-integer values; expected counts (whole numbers)."
+        )
+    return array.astype(np.int64)
+
+
+def row_measurement(f: Mapping[str, Any], i: int, info: RunInfo) -> Measurement:
+    """Read row ``i`` (non-negative, already bounds-checked) back into a Measurement."""
+    values: Dict[str, Any] = {name: f[name][i] for name in series_names(info.save_gram)}
+    values.pop("measurement")
+    for name in ("step", "zero_grad"):
+        values[name] = int(values[name])
+    for name in TAGS[1:]:
+        values[name] = float(values[name])
+    gram: Optional[np.ndarray] = values.pop("gram", None)
+    return Measurement(
+        pair_sets=info.pair_sets, measures=info.measures, layers=info.layers, spaces=info.spaces,
+        gram=gram, **values,
+    )

@@ -1,0 +1,462 @@
+"""The library side of ``kstiff train``: train the paper's nets while measuring stiffness.
+
+One run = build the model, pick the probes, fit with a :class:`~keras_stiffness.StiffnessCallback`,
+write the run file, its figures and a ``summary.json``, and return the summary. A learning-rate sweep
+is several runs on the same data and probes, plus a figure of ξ against the learning rate.
+
+Output layout (``out`` defaults to ``runs/``)::
+
+    out/
+      <arch>-<data>-lr<lr>/          one folder per run, e.g. mlp-digits-lr0.001/
+        run.h5                       the HDF5 run file (kstiff inspect / kstiff plot / open_run)
+        summary.json                 the summary printed at the end of the run
+        class_matrices.png ...       the figures of keras_stiffness.plots.plot_run
+      <arch>-<data>-lr-sweep.png     with several learning rates: ξ vs learning rate (plot_sweep)
+
+TensorFlow, Keras and matplotlib are imported inside the functions. Library code never prints:
+progress goes to the ``progress`` callable given by the caller (the CLI sends it to stderr).
+
+Example:
+    >>> summary = train_run(TrainConfig(epochs=3, per_class=10), "runs/demo")  # doctest: +SKIP
+    >>> summary["run_file"]  # doctest: +SKIP
+    'runs/demo/run.h5'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import re
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from keras_stiffness.models import ARCHITECTURES
+from keras_stiffness.report import clean
+
+#: Default number of epochs: on ``digits`` the paper's MLP reaches a train loss of ~1e-4 by then
+#: while its validation loss has been rising from its minimum (around epoch 10) for 20+ epochs.
+DEFAULT_EPOCHS = 40
+RUN_FILE = "run.h5"
+SUMMARY_FILE = "summary.json"
+
+Progress = Optional[Callable[[str], None]]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (the ``kstiff train`` options).
+
+    Attributes:
+        data: Data source of :func:`keras_stiffness.data.load_data`.
+        data_dir: TFDS data directory (None: ``TFDS_DATA_DIR`` or the TFDS default).
+        arch: ``"mlp"`` (Dense 500-300-100) or ``"cnn"`` (Conv 16-32-32).
+        epochs: Training epochs.
+        learning_rate: Adam's constant learning rate.
+        batch_size: Minibatch size.
+        per_class: Training probes per class.
+        val_per_class: Held-out probes per class; None: ``per_class``, capped at the smallest
+            held-out class so no class comes up short.
+        seed: Seed of the data split, the probe choice, the initialization and the shuffling.
+        every_n_epochs: Also measure at the end of every n-th epoch (these rows carry the val loss).
+        points_per_decade: Density of the log-spaced measurement steps.
+    """
+
+    data: str = "digits"
+    data_dir: Optional[str] = None
+    arch: str = "mlp"
+    epochs: int = DEFAULT_EPOCHS
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    per_class: int = 50
+    val_per_class: Optional[int] = None
+    seed: int = 0
+    every_n_epochs: int = 1
+    points_per_decade: int = 6
+
+    def __post_init__(self):
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"Received: arch={self.arch!r}; expected one of {list(ARCHITECTURES)}.")
+        for name in ("epochs", "batch_size", "per_class", "every_n_epochs", "points_per_decade"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Received: {name}={value!r}; expected a positive integer.")
+        if self.val_per_class is not None and (
+            isinstance(self.val_per_class, bool) or not isinstance(self.val_per_class, int)
+            or self.val_per_class < 1
+        ):
+            raise ValueError(f"Received: val_per_class={self.val_per_class!r}; expected a positive integer.")
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"Received: learning_rate={lr!r}; expected a positive number such as 1e-3.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"Received: seed={self.seed!r}; expected a non-negative integer.")
+
+    def to_dict(self) -> dict:
+        """JSON-ready settings; stored as ``config["train"]`` in the run file (``lr`` for plot_sweep)."""
+        out = dataclasses.asdict(self)
+        out["lr"] = out.pop("learning_rate")
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Names and paths
+# --------------------------------------------------------------------------------------------------
+
+
+def data_slug(source: str) -> str:
+    """A short file-name-safe name of a data source.
+
+    Example:
+        >>> data_slug("digits"), data_slug("tfds:mnist"), data_slug("tfds:cifar10:train[:10%]")
+        ('digits', 'mnist', 'cifar10-train_10pct')
+        >>> data_slug("/data/my set.npz")
+        'my_set'
+    """
+    from keras_stiffness.data import parse_source
+
+    kind, name, split = parse_source(source)
+    if kind == "npz":
+        name, split = pathlib.Path(name).stem, None
+    elif kind == "tfds" and split == "train":
+        split = None
+    text = name if split is None else f"{name}-{split.replace('%', 'pct')}"
+    return re.sub(r"[^A-Za-z0-9.\-]+", "_", text).strip("_") or "data"
+
+
+def lr_label(learning_rate: float) -> str:
+    """``"lr0.001"``, ``"lr1e-05"``: the learning rate as written in run folder names."""
+    return f"lr{learning_rate:g}"
+
+
+def run_dir_name(arch: str, source: str, learning_rate: float) -> str:
+    """The run's folder name, e.g. ``"mlp-digits-lr0.001"``."""
+    return f"{arch}-{data_slug(source)}-{lr_label(learning_rate)}"
+
+
+def sweep_figure_path(out: os.PathLike, arch: str, source: str) -> pathlib.Path:
+    """Where a sweep's ξ-vs-learning-rate figure goes: ``out/<arch>-<data>-lr-sweep.png``."""
+    return pathlib.Path(out) / f"{arch}-{data_slug(source)}-lr-sweep.png"
+
+
+def check_outputs(run_dirs: Sequence[os.PathLike], *, overwrite: bool) -> None:
+    """Fail before any training when a run file exists (without ``overwrite``) or cannot be written.
+
+    Raises:
+        FileExistsError: ``<run_dir>/run.h5`` exists and ``overwrite`` is False.
+        NotADirectoryError: A run folder path (or one of its parents) is a file.
+        PermissionError: The nearest existing parent is not writable.
+    """
+    for run_dir in run_dirs:
+        run_dir = pathlib.Path(run_dir)
+        run_file = run_dir / RUN_FILE
+        if run_file.exists() and not overwrite:
+            raise FileExistsError(
+                f"Received: output {str(run_file)!r}, which already exists; expected a new run. "
+                "Pass --overwrite (overwrite=True) to replace it, or choose another --out."
+            )
+        existing = run_dir
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise NotADirectoryError(
+                f"Received: output folder {str(run_dir)!r}, but {str(existing)!r} is a file; expected "
+                "a folder. Choose another --out."
+            )
+        if not os.access(existing, os.W_OK):
+            raise PermissionError(
+                f"Received: output folder {str(run_dir)!r}, but {str(existing)!r} is not writable; "
+                "expected a writable folder. Choose another --out."
+            )
+
+
+# --------------------------------------------------------------------------------------------------
+# Data, probes, schedule
+# --------------------------------------------------------------------------------------------------
+
+
+def default_val_per_class(per_class: int, y_val: Optional[np.ndarray], n_classes: int) -> Optional[int]:
+    """``per_class`` capped at the smallest held-out class (at least 1); None without held-out data.
+
+    Example:
+        >>> default_val_per_class(50, np.array([0, 0, 1, 1, 1]), 2)
+        2
+    """
+    if y_val is None or len(y_val) == 0:
+        return None
+    counts = np.bincount(np.asarray(y_val), minlength=n_classes)
+    counts = counts[counts > 0]
+    return max(1, min(int(per_class), int(counts.min())))
+
+
+def make_probes(data, *, per_class: int = 50, val_per_class: Optional[int] = None, seed: int = 0):
+    """The fixed probe set: ``per_class`` training and ``val_per_class`` held-out probes per class.
+
+    Args:
+        data: A :class:`~keras_stiffness.data.DataSplits`.
+        per_class: Training probes per class.
+        val_per_class: Held-out probes per class; None: :func:`default_val_per_class`.
+        seed: Selection seed.
+
+    Returns:
+        A :class:`~keras_stiffness.probes.ProbeSet` whose ``source`` is the data's name.
+    """
+    from keras_stiffness.probes import ProbeSet
+
+    if val_per_class is None:
+        val_per_class = default_val_per_class(per_class, data.y_val, data.n_classes)
+    probes = ProbeSet(
+        data.x_train,
+        data.y_train,
+        x_val=data.x_val,
+        y_val=data.y_val,
+        per_class=per_class,
+        val_per_class=val_per_class,
+        class_names=data.class_names,
+        n_classes=data.n_classes,
+        seed=seed,
+    )
+    probes.source = data.name
+    return probes
+
+
+def measurement_steps(epochs: int, steps_per_epoch: int, every_n_epochs: int, points_per_decade: int) -> List[int]:
+    """Log-spaced optimizer steps (1, 2, 3, 5, 7, 10, ...) up to the last step, leaving out the steps
+    that an epoch-end measurement already covers (so no step is measured twice).
+
+    Example:
+        >>> measurement_steps(2, 10, 1, 6)
+        [1, 2, 3, 5, 7, 15]
+    """
+    from keras_stiffness.schedule import log_steps
+
+    total = epochs * steps_per_epoch
+    at_epoch_end = {e * steps_per_epoch for e in range(every_n_epochs, epochs + 1, every_n_epochs)}
+    return [s for s in log_steps(points_per_decade, total) if s not in at_epoch_end]
+
+
+# --------------------------------------------------------------------------------------------------
+# One run
+# --------------------------------------------------------------------------------------------------
+
+
+def _progress_callback(stiffness_cb, progress: Progress, label: str, epochs: int):
+    """A Keras callback writing one progress line per epoch (and one for initialization)."""
+    import keras
+
+    class _Progress(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            if stiffness_cb.measurements:
+                m = stiffness_cb.measurements[0]
+                progress(f"{label} init: {_scalars_text(m)}")
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            text = (f"{label} epoch {epoch + 1}/{epochs}: loss {logs.get('loss', math.nan):.4g}, "
+                    f"val_loss {logs.get('val_loss', math.nan):.4g}")
+            if stiffness_cb.measurements:
+                text += (f" | {_scalars_text(stiffness_cb.measurements[-1])} "
+                         f"({len(stiffness_cb.measurements)} measurements)")
+            progress(text)
+
+    return _Progress()
+
+
+def _scalars_text(m) -> str:
+    parts = []
+    for k, measure in enumerate(m.measures):
+        parts.append(f"{measure} within {m.within[0, k]:+.3f} between {m.between[0, k]:+.3f}")
+    return "; ".join(parts)
+
+
+def _xi(m) -> Dict[str, Optional[float]]:
+    if not m.spaces:
+        return {}
+    k = list(m.measures).index("sign") if "sign" in m.measures else 0
+    return {space: clean(m.critical_length[r, k]) for r, space in enumerate(m.spaces)}
+
+
+def _point(m) -> dict:
+    out = {"step": int(m.step), "epoch": clean(m.epoch), "train_loss": clean(m.train_loss),
+           "val_loss": clean(m.val_loss)}
+    for p, pair_set in enumerate(m.pair_sets):
+        for k, measure in enumerate(m.measures):
+            out[f"{pair_set} within {measure}"] = clean(m.within[p, k])
+            out[f"{pair_set} between {measure}"] = clean(m.between[p, k])
+    out["critical_length"] = _xi(m)
+    return out
+
+
+def train_run(
+    config: TrainConfig,
+    run_dir: os.PathLike,
+    *,
+    data=None,
+    probes=None,
+    overwrite: bool = False,
+    figures: bool = True,
+    progress: Progress = None,
+) -> dict:
+    """Train one model with a StiffnessCallback; write ``run.h5``, figures and ``summary.json``.
+
+    Args:
+        config: The run's settings.
+        run_dir: Folder for the run (created if missing).
+        data: Already loaded :class:`~keras_stiffness.data.DataSplits` (default: load ``config.data``).
+        probes: Already built probe set (default: :func:`make_probes`).
+        overwrite: Replace an existing ``run.h5``.
+        figures: Write the figures of :func:`keras_stiffness.plots.plot_run`.
+        progress: Called with one line of text per epoch (and at initialization); None: silent.
+
+    Returns:
+        The summary dict (also written as ``summary.json``): paths, settings, losses, stiffness at
+        initialization and at the end, ξ per representation space.
+
+    Raises:
+        FileExistsError: ``run.h5`` exists and ``overwrite`` is False.
+        ValueError: Bad settings, or data that does not fit the architecture.
+        DataNotFoundError: TFDS data not prepared (see :func:`keras_stiffness.data.load_data`).
+    """
+    import keras
+
+    from keras_stiffness.callback import StiffnessCallback
+    from keras_stiffness.data import load_data
+    from keras_stiffness.models import build_model
+
+    run_dir = pathlib.Path(run_dir)
+    check_outputs([run_dir], overwrite=overwrite)
+    if data is None:
+        data = load_data(config.data, data_dir=config.data_dir, seed=config.seed)
+    if probes is None:
+        probes = make_probes(data, per_class=config.per_class,
+                             val_per_class=config.val_per_class, seed=config.seed)
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(config.arch, data.input_shape, data.n_classes, config.learning_rate)
+    steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_file = run_dir / RUN_FILE
+    stiffness_cb = StiffnessCallback(
+        probes,
+        str(run_file),
+        every_n_epochs=config.every_n_epochs,
+        schedule=measurement_steps(config.epochs, steps_per_epoch, config.every_n_epochs,
+                                   config.points_per_decade),
+        overwrite=overwrite,
+        run_config={"train": config.to_dict(), "measurement_schedule": "log-spaced steps + epoch ends"},
+    )
+    callbacks = [stiffness_cb]
+    label = f"[{run_dir.name}]"
+    if progress is not None:
+        callbacks.append(_progress_callback(stiffness_cb, progress, label, config.epochs))
+    validation = (data.x_val, data.y_val) if data.x_val is not None else None
+    start = time.time()
+    history = model.fit(
+        data.x_train, data.y_train, batch_size=config.batch_size, epochs=config.epochs,
+        validation_data=validation, shuffle=True, verbose=0, callbacks=callbacks,
+    )
+    train_seconds = time.time() - start
+    paths: List[str] = []
+    if figures:
+        from keras_stiffness.plots import plot_run
+
+        if progress is not None:
+            progress(f"{label} writing figures")
+        paths = [str(p) for p in plot_run(str(run_file), run_dir)]
+    summary = _summary(config, run_dir, run_file, paths, stiffness_cb.measurements, history.history,
+                       probes, model, train_seconds)
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def _summary(config, run_dir, run_file, figures, measurements, history, probes, model, seconds) -> dict:
+    first, last = measurements[0], measurements[-1]
+    hist = {k: [float(v) for v in vs] for k, vs in history.items()}
+    val = hist.get("val_loss", [])
+    return clean({
+        "run_dir": str(run_dir),
+        "run_file": str(run_file),
+        "summary_file": str(pathlib.Path(run_dir) / SUMMARY_FILE),
+        "figures": figures,
+        "train": config.to_dict(),
+        "model": {"name": model.name, "n_params": int(model.count_params())},
+        "probes": {"n_train": probes.n_train, "n_val": probes.n_val, "n_classes": probes.n_classes},
+        "steps": int(last.step),
+        "n_measurements": len(measurements),
+        "train_seconds": seconds,
+        "final": {
+            "train_loss": hist.get("loss", [math.nan])[-1],
+            "val_loss": val[-1] if val else math.nan,
+            "train_accuracy": hist.get("accuracy", [math.nan])[-1],
+            "val_accuracy": hist.get("val_accuracy", [math.nan])[-1],
+            "min_val_loss": min(val) if val else math.nan,
+            "min_val_loss_epoch": int(np.argmin(val)) + 1 if val else None,
+        },
+        "init": _point(first),
+        "end": _point(last),
+    })
+
+
+# --------------------------------------------------------------------------------------------------
+# A learning-rate sweep
+# --------------------------------------------------------------------------------------------------
+
+
+def train_sweep(
+    config: TrainConfig,
+    learning_rates: Sequence[float],
+    out: os.PathLike = "runs",
+    *,
+    overwrite: bool = False,
+    figures: bool = True,
+    progress: Progress = None,
+) -> dict:
+    """One run per learning rate (same data, probes and initialization), plus the sweep figure.
+
+    Args:
+        config: Settings shared by the runs (its ``learning_rate`` is replaced).
+        learning_rates: One or more positive learning rates (duplicates are dropped).
+        out: Parent folder of the run folders.
+        overwrite: Replace existing run files.
+        figures: Write each run's figures and, with two or more runs, the ξ-vs-learning-rate figure.
+        progress: Called with progress lines.
+
+    Returns:
+        ``{"runs": [summary, ...], "sweep_figure": path or None}``.
+
+    Raises:
+        FileExistsError: A run file exists and ``overwrite`` is False (checked before any training).
+        ValueError: No or bad learning rates, bad settings.
+    """
+    from keras_stiffness.data import load_data
+
+    rates: List[float] = []
+    for lr in learning_rates:
+        if lr not in rates:
+            rates.append(lr)
+    if not rates:
+        raise ValueError("Received: no learning rate; expected one or more, e.g. [1e-3].")
+    configs = [dataclasses.replace(config, learning_rate=float(lr)) for lr in rates]
+    out = pathlib.Path(out)
+    run_dirs = [out / run_dir_name(c.arch, c.data, c.learning_rate) for c in configs]
+    check_outputs(run_dirs, overwrite=overwrite)
+    data = load_data(config.data, data_dir=config.data_dir, seed=config.seed)
+    probes = make_probes(data, per_class=config.per_class,
+                             val_per_class=config.val_per_class, seed=config.seed)
+    summaries = []
+    for c, run_dir in zip(configs, run_dirs):
+        if progress is not None:
+            progress(f"[{run_dir.name}] training {c.arch} on {c.data} for {c.epochs} epochs "
+                     f"(lr {c.learning_rate:g}, batch {c.batch_size}); run file {run_dir / RUN_FILE}")
+        summaries.append(train_run(c, run_dir, data=data, probes=probes, overwrite=overwrite,
+                                   figures=figures, progress=progress))
+    sweep = None
+    if figures and len(summaries) > 1:
+        from keras_stiffness.plots import plot_sweep
+
+        sweep = str(plot_sweep([s["run_file"] for s in summaries],
+                               sweep_figure_path(out, config.arch, config.data)))
+    return {"runs": summaries, "sweep_figure": sweep}

@@ -1,0 +1,167 @@
+"""kstiff train, plot and inspect on digits with small settings (one short training shared by the module)."""
+
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from keras_stiffness.cli.main import cli
+from keras_stiffness.store import RunWriter, open_run
+
+SMALL = ["--epochs", "3", "--per-class", "10"]
+FIGURES = {"class_matrices.png", "stiffness_vs_training.png", "stiffness_vs_distance.png",
+           "critical_length.png", "layer_stiffness.png"}
+
+
+def invoke(args):
+    result = CliRunner().invoke(cli, args)
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """``kstiff train --epochs 3 --per-class 10`` into a fresh folder: (out dir, CLI result)."""
+    out = tmp_path_factory.mktemp("runs")
+    result = invoke(["train", *SMALL, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_train_writes_run_file_figures_and_summary(trained):
+    out, result = trained
+    run_dir = out / "mlp-digits-lr0.001"
+    assert {p.name for p in run_dir.iterdir()} == FIGURES | {"run.h5", "summary.json"}
+    for name in FIGURES:
+        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open_run(str(run_dir / "run.h5")) as run:
+        tags = run.tags
+        assert run.config["train"]["lr"] == 1e-3 and run.config["train"]["epochs"] == 3
+        assert run.pair_sets == ("train-train", "train-val", "val-val")
+        assert run.spaces[0] == "input" and len(run.layers) == 4
+    steps_per_epoch = int(np.ceil(1438 / 32))
+    assert tags["step"][0] == 0 and tags["step"][-1] == 3 * steps_per_epoch
+    assert list(tags["step"][:5]) == [0, 1, 2, 3, 5]  # log-spaced from initialization
+    assert np.all(np.diff(tags["step"]) > 0)
+    epoch_rows = np.isin(tags["step"], [steps_per_epoch * e for e in (1, 2, 3)])
+    assert np.isfinite(tags["val_loss"][epoch_rows]).all()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["run_file"] == str(run_dir / "run.h5") and summary["steps"] == 3 * steps_per_epoch
+    # stdout: the summary; stderr: one progress line per epoch.
+    for needle in ("Run mlp-digits-lr0.001", "train-train within sign", "xi dense_500", "val loss",
+                   str(run_dir / "run.h5"), "Figures: 5 PNG"):
+        assert needle in result.stdout
+    progress = [line for line in result.stderr.splitlines() if "] epoch " in line]
+    assert len(progress) == 3 and "epoch 3/3" in progress[-1]
+    assert "] epoch" not in result.stdout
+
+
+def test_train_refuses_to_overwrite(trained):
+    out, _ = trained
+    result = invoke(["train", *SMALL, "--out", str(out)])
+    assert result.exit_code == 2
+    assert "already exists" in result.stderr and "--overwrite" in result.stderr
+
+
+def test_train_sweep_json_quiet(tmp_path):
+    result = invoke(["train", "--epochs", "1", "--per-class", "5", "--lr", "1e-3,3e-3", "--lr", "1e-3",
+                     "--out", str(tmp_path), "--quiet", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert [r["train"]["lr"] for r in out["runs"]] == [1e-3, 3e-3]
+    assert out["sweep_figure"] == str(tmp_path / "mlp-digits-lr-sweep.png")
+    assert os.path.getsize(out["sweep_figure"]) > 0
+    assert {p.name for p in tmp_path.iterdir()} == {"mlp-digits-lr0.001", "mlp-digits-lr0.003",
+                                                    "mlp-digits-lr-sweep.png"}
+    assert "] epoch" not in result.stderr  # --quiet
+
+
+def test_inspect_table_and_json(trained):
+    out, _ = trained
+    path = str(out / "mlp-digits-lr0.001" / "run.h5")
+    result = invoke(["inspect", path])
+    assert result.exit_code == 0, result.output
+    with open_run(path) as run:
+        n = len(run)
+    for needle in (f"Measurements: {n}", "paper_mlp", "Probes: digits: 100 train", "dense_500", "tt within sign"):
+        assert needle in result.stdout
+    result = invoke(["inspect", path, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["run"]["n_measurements"] == n == len(data["measurements"])
+    assert data["run"]["train"]["epochs"] == 3 and data["run"]["format_version"] >= 1
+    first = data["measurements"][0]
+    assert first["step"] == 0 and first["val_loss"] is None
+    assert set(first["pair_sets"]) == {"train-train", "train-val", "val-val"}
+    assert first["pair_sets"]["train-train"]["sign"]["within"] > 0.95
+    assert [layer["name"] for layer in first["layers"]][:2] == ["input", "dense_500"]
+
+
+def test_inspect_while_a_writer_is_appending(trained, tmp_path):
+    out, _ = trained
+    with open_run(str(out / "mlp-digits-lr0.001" / "run.h5")) as run:
+        info, rows = run.info, [run.measurement(0), run.measurement(1)]
+    path = str(tmp_path / "live.h5")
+    writer = RunWriter.create(path, info)
+    try:
+        writer.append(rows[0])
+        result = invoke(["inspect", path, "--format", "json"])
+        assert result.exit_code == 0, result.output
+        assert len(json.loads(result.stdout)["measurements"]) == 1
+        writer.append(rows[1])
+        result = invoke(["inspect", path])
+        assert result.exit_code == 0 and "Measurements: 2" in result.stdout
+    finally:
+        writer.close()
+
+
+def test_plot_one_and_several_runs(trained, tmp_path):
+    out, _ = trained
+    path = str(out / "mlp-digits-lr0.001" / "run.h5")
+    result = invoke(["plot", path, "--out", str(tmp_path / "one"), "--measure", "cos", "--at", "0,-1"])
+    assert result.exit_code == 0, result.output
+    written = result.stdout.split()
+    assert {os.path.basename(p) for p in written} == FIGURES and all(os.path.exists(p) for p in written)
+    # Two runs of different learning rates: figures prefixed by run, plus the sweep figure.
+    with open_run(path) as run:
+        info, rows = run.info, list(run)
+    other = tmp_path / "mlp-digits-lr0.01" / "run.h5"
+    other.parent.mkdir()
+    info.config["train"]["lr"] = 1e-2
+    with RunWriter.create(str(other), info) as writer:
+        for m in rows:
+            writer.append(m)
+    result = invoke(["plot", path, str(other), "--out", str(tmp_path / "two")])
+    assert result.exit_code == 0, result.output
+    names = {os.path.basename(p) for p in result.stdout.split()}
+    assert "mlp-digits-lr0.001-class_matrices.png" in names and "mlp-digits-lr0.01-class_matrices.png" in names
+    assert "lr-sweep.png" in names and len(names) == 2 * len(FIGURES) + 1
+
+
+def _future_version_copy(src, dst):
+    dst.write_bytes(open(src, "rb").read())
+    with h5py.File(dst, "r+") as f:
+        f.attrs["format_version"] = np.int64(f.attrs["format_version"]) + 1
+    return str(dst)
+
+
+def test_bad_run_files(trained, tmp_path):
+    out, _ = trained
+    future = _future_version_copy(out / "mlp-digits-lr0.001" / "run.h5", tmp_path / "future.h5")
+    not_run = tmp_path / "plain.h5"
+    with h5py.File(not_run, "w") as f:
+        f["x"] = np.zeros(2)
+    text = tmp_path / "text.h5"
+    text.write_text("hello")
+    for command in ("inspect", "plot"):
+        for path, needle in ((future, "newer keras_stiffness"), (str(not_run), "expected a keras_stiffness run"),
+                             (str(text), str(text))):
+            result = invoke([command, path])
+            assert result.exit_code == 1, (command, path, result.output)
+            lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+            assert len(lines) == 1 and needle in lines[0], result.stderr
+        result = invoke([command, str(tmp_path / "missing.h5")])
+        assert result.exit_code == 2 and "does not exist" in result.stderr
