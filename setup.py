@@ -27,6 +27,7 @@ setup(
         "tensorflow>=2.16",
         "keras>=3.0",
         "tensorflow-datasets>=4.9",
+        "tensorboard>=2.16",
         "click>=8.1",
         "h5py>=3.10",
         "numpy>=1.26",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
+from typing import Iterator
 
 import click
 
@@ -65,7 +68,8 @@ def analyze_command(model_path, data, data_dir, per_class, val_per_class, seed, 
         sys.path.insert(0, os.getcwd())  # as `python -m` does: modules of the current folder import
     with as_usage_error((ValueError, TypeError), "'--custom-objects'"):
         custom_objects = parse_custom_objects(custom_specs)
-    model = load_model(model_path, unsafe=unsafe, custom_objects=custom_objects)
+    with _quiet_absl():
+        model = load_model(model_path, unsafe=unsafe, custom_objects=custom_objects)
     if loss is None and getattr(model, "loss", None) is None:
         raise click.ClickException(
             f"Model file {model_path!r} holds a model without a compiled loss; pass --loss NAME "
@@ -110,3 +114,15 @@ def analyze_command(model_path, data, data_dir, per_class, val_per_class, seed, 
     click.echo(analysis_text(result))
     if out is not None:
         click.echo(f"\nRun file: {out}")
+
+
+@contextlib.contextmanager
+def _quiet_absl() -> Iterator[None]:
+    """Silence absl's warnings while Keras loads a model ("compiled metrics have yet to be built")."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -165,7 +165,9 @@ class StiffnessCallback(keras.callbacks.Callback):
             self._start = time.time()
         self._steps_per_epoch = (self.params or {}).get("steps")
         step = self._step()
-        self._measure(step=step, epoch=float(self._epoch), logs=None, at_start=True)
+        # fit does not tell callbacks its initial_epoch; a resumed fit starts at step / steps-per-epoch.
+        epoch = step / self._steps_per_epoch if step and self._steps_per_epoch else float(self._epoch)
+        self._measure(step=step, epoch=float(epoch), logs=None, at_start=True)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch

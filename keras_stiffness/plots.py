@@ -27,7 +27,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from keras_stiffness.measurement import Measurement
+from keras_stiffness.measurement import TAGS, Measurement
 
 DPI = 120
 _RC = {
@@ -36,7 +36,6 @@ _RC = {
 }
 PAIR_SET_COLORS = {"train-train": "tab:blue", "train-val": "tab:red", "val-val": "tab:green"}
 _MEASURE_NAMES = {"sign": "sign stiffness", "cos": "cosine stiffness"}
-_TAG_NAMES = ("step", "epoch", "train_loss", "val_loss", "learning_rate", "wall_time")
 FILES = ("class_matrices", "stiffness_vs_training", "stiffness_vs_distance", "critical_length",
          "layer_stiffness")
 
@@ -58,7 +57,6 @@ class RunData:
     spaces: tuple
     metric: str
     min_count: int
-    config: dict
     tags: Dict[str, np.ndarray]
     series: Dict[str, np.ndarray]
     rows: Dict[int, Measurement]
@@ -94,7 +92,7 @@ def load_run(run, rows: Sequence[int] = ()) -> RunData:
         raise ValueError(f"Received: run file {str(run.path)!r} with no measurements; expected at least one. "
                          f"Fix: plot it after the first measurement has been appended.")
     tags = {k: np.asarray(v, dtype=np.float64) for k, v in dict(run.tags).items()}
-    for key in _TAG_NAMES:
+    for key in TAGS:
         tags.setdefault(key, np.full(n, np.nan))
     wanted = {"within": True, "between": True, "layer_within": bool(run.layers),
               "layer_between": bool(run.layers), "critical_length": bool(run.spaces),
@@ -104,7 +102,7 @@ def load_run(run, rows: Sequence[int] = ()) -> RunData:
         name=run_label(run.path), class_names=[str(c) for c in info.class_names],
         pair_sets=tuple(run.pair_sets), measures=tuple(run.measures), layers=tuple(run.layers),
         spaces=tuple(run.spaces), metric=str(info.metric), min_count=int(info.min_count),
-        config=dict(run.config or {}), tags=tags, series=series,
+        tags=tags, series=series,
         rows={int(i): run.measurement(int(i)) for i in sorted(set(rows))},
         dist_top=distance_top(run, str(info.metric)),
     )
@@ -232,8 +230,8 @@ def loss_axis(ax, losses) -> None:
     ax.set_xlabel("train loss" + (" (log)" if log else "") + ", decreasing →")
 
 
-def zero_line(ax, horizontal: bool = True) -> None:
-    (ax.axhline if horizontal else ax.axvline)(0.0, color="0.5", lw=0.8, zorder=0)
+def zero_line(ax) -> None:
+    ax.axhline(0.0, color="0.5", lw=0.8, zorder=0)
 
 
 def empty_note(ax, text: str) -> None:
@@ -385,7 +383,8 @@ def xi_limits(ax, values, top: float) -> None:
 def beyond_handle(top: float):
     from matplotlib.lines import Line2D
 
-    return Line2D([], [], ls="none", marker="^", ms=7, color="black", label=f"beyond the distance\nrange (> {top:.3g})")
+    return Line2D([], [], ls="none", marker="^", ms=7, color="black",
+                  label=f"beyond the distance\nrange (> {top:.3g})")
 
 
 def _bin_values(m: Measurement, r: int, k: int, min_count: int):
@@ -476,7 +475,8 @@ def critical_length_figure(data: RunData, measure: str):
     ax.grid(alpha=0.3)
     fig.legend(handles=ax.get_legend_handles_labels()[0], loc="outside right upper", title="space")
     kinds = [Line2D([], [], color="black", ls="-", marker="o", ms=4, label="zero crossing"),
-             Line2D([], [], color="black", ls="--", marker="s", mfc="none", ms=3.5, label="linear fit\n(within-class)")]
+             Line2D([], [], color="black", ls="--", marker="s", mfc="none", ms=3.5,
+                    label="linear fit\n(within-class)")]
     if beyond:
         kinds.append(beyond_handle(data.dist_top))
     fig.legend(handles=kinds, loc="outside right lower", title="ξ estimator")

@@ -32,7 +32,8 @@ def _warnings_are_errors():
 
 
 def make_measurement(t, n, *, n_classes=10, pair_sets=ALL_SETS, measures=("sign", "cos"), layers=LAYERS,
-                     spaces=SPACES, bins=20, metric="cosine", lr=1e-3, loss_scale=1.0, log2_steps=10, fit_factor=1.1, seed=0):
+                     spaces=SPACES, bins=20, metric="cosine", lr=1e-3, loss_scale=1.0, log2_steps=10,
+                     fit_factor=1.1, seed=0):
     """Measurement ``t`` of ``n``: stiffness decaying along training, log-spaced steps, with NaNs.
 
     NaNs: train loss at init, the last class column of train-val (a class without held-out probes),
@@ -286,6 +287,10 @@ def test_plot_run_errors(full_run, tmp_path):
         plots.plot_run(full_run, tmp_path, at=[])
     with pytest.raises(TypeError, match="Received: run_or_path of type int"):
         plots.plot_run(3, tmp_path)
+    empty = tmp_path / "empty.h5"
+    RunWriter.create(str(empty), make_info(make_measurement(0, 1))).close()
+    with pytest.raises(ValueError, match="empty.h5' with no measurements; expected at least one"):
+        plots.plot_run(empty, tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -253,7 +253,8 @@ BAD_MEASUREMENTS = [
 ]
 
 
-@pytest.mark.parametrize("changes, message", BAD_MEASUREMENTS)
+@pytest.mark.parametrize("changes, message", BAD_MEASUREMENTS,
+                         ids=[next(iter(c)) for c, _ in BAD_MEASUREMENTS])
 def test_measurement_that_does_not_fit_is_rejected_before_writing(tmp_path, changes, message):
     path = tmp_path / "run.h5"
     with RunWriter.create(path, make_info()) as writer:
@@ -296,7 +297,8 @@ BAD_INFOS = [
 ]
 
 
-@pytest.mark.parametrize("changes, error, message", BAD_INFOS)
+@pytest.mark.parametrize("changes, error, message", BAD_INFOS,
+                         ids=[next(iter(c)) for c, _, _ in BAD_INFOS])
 def test_bad_run_info_is_rejected(changes, error, message):
     with pytest.raises(error, match=message):
         make_info(**changes)

@@ -69,7 +69,7 @@ def test_paper_first_findings_on_digits(tmp_path):
     """The slow one (~30 s): the paper's MLP on standardized digits, 30 epochs (Adam 1e-3, batch 32)."""
     from keras_stiffness.store import open_run
 
-    config = train.TrainConfig(epochs=30)
+    config = train.TrainConfig(epochs=30, every_n_epochs=2)
     summary = train.train_run(config, tmp_path / "mlp", figures=False)
     assert json.loads((tmp_path / "mlp" / "summary.json").read_text())["run_file"] == summary["run_file"]
     with open_run(summary["run_file"]) as run:
