@@ -54,7 +54,8 @@ dict; modules are imported from the current folder too), unless Keras already kn
 def analyze_command(model_path, data, data_dir, per_class, val_per_class, seed, layers, metric, bins,
                     loss, unsafe, custom_specs, out, overwrite, fmt):
     from keras_stiffness.analysis import (
-        analyze, check_model_fits, load_model, model_input_shape, parse_custom_objects, write_measurement,
+        analysis_result, analyze, check_model_fits, load_model, model_input_shape, parse_custom_objects,
+        write_measurement,
     )
     from keras_stiffness.recording import check_writable
 
@@ -79,7 +80,7 @@ def analyze_command(model_path, data, data_dir, per_class, val_per_class, seed, 
     from keras_stiffness.adapters import KerasAdapter, select_layers
     from keras_stiffness.data import load_data
     from keras_stiffness.measure import MeasureConfig
-    from keras_stiffness.report import analysis_text, clean, measurement_to_dict
+    from keras_stiffness.report import analysis_text
     from keras_stiffness.train import make_probes
 
     dataset = load_data(data, data_dir=data_dir, seed=seed)
@@ -94,20 +95,8 @@ def analyze_command(model_path, data, data_dir, per_class, val_per_class, seed, 
     if out is not None:
         write_measurement(out, m, gram, probes, description, config, overwrite=overwrite,
                           extra_config={"analyze": {"model_path": os.path.abspath(model_path), "data": data}})
-    d = measurement_to_dict(m, probes.class_names)
-    shape = model_input_shape(model)
-    model_info = {k: v for k, v in description.items() if k != "summary"}
-    model_info.update(path=model_path, input_shape=list(shape) if shape is not None else None)
-    result = clean({
-        "model": model_info,
-        "probes": probes.summary(),
-        "measures": list(m.measures),
-        "metric": metric,
-        "zero_grad": d["zero_grad"],
-        "pair_sets": d["pair_sets"],
-        "layers": d["layers"],
-        "run_file": out,
-    })
+    result = analysis_result(m, probes, description, model_path=model_path,
+                             input_shape=model_input_shape(model), metric=metric, run_file=out)
     if fmt == "json":
         echo_json(result)
         return

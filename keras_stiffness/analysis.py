@@ -372,6 +372,31 @@ def analyze(model, probes, config=None, *, loss=None):
     return m, gram, adapter.describe()
 
 
+def analysis_result(m, probes, description: dict, *, model_path: str, input_shape: Optional[tuple],
+                    metric: str, run_file: Optional[str] = None) -> dict:
+    """The JSON-ready result of ``kstiff analyze`` (see :mod:`keras_stiffness.report` for the shape).
+
+    Returns:
+        ``{"model", "probes", "measures", "metric", "zero_grad", "pair_sets", "layers", "run_file"}``
+        with NaN as ``None``.
+    """
+    from keras_stiffness.report import clean, measurement_to_dict
+
+    d = measurement_to_dict(m, probes.class_names)
+    model_info = {k: v for k, v in description.items() if k != "summary"}
+    model_info.update(path=model_path, input_shape=list(input_shape) if input_shape is not None else None)
+    return clean({
+        "model": model_info,
+        "probes": probes.summary(),
+        "measures": list(m.measures),
+        "metric": metric,
+        "zero_grad": d["zero_grad"],
+        "pair_sets": d["pair_sets"],
+        "layers": d["layers"],
+        "run_file": run_file,
+    })
+
+
 def write_measurement(path: str, m, gram, probes, description: dict, config, *, overwrite: bool = False,
                       extra_config: Optional[dict] = None) -> str:
     """Write one measurement as a one-row run file (the StiffnessCallback's format).

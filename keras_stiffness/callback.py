@@ -227,10 +227,14 @@ class StiffnessCallback(keras.callbacks.Callback):
             ) from None
         check_labels(self.probes.y, (len(self.probes.y), *np.shape(out)[1:]), self._adapter.loss_name)
 
-    def _tags(self, step: int, epoch: float, logs, probe_loss: float) -> dict:
+    def _tags(self, step: int, epoch: float, logs, losses: np.ndarray) -> dict:
         logs = logs or {}
         train_loss = logs.get("loss")
+        is_val = self.probes.is_val
+        probe_loss = float(np.mean(losses[~is_val]))
         return {
+            "probe_loss": probe_loss,
+            "probe_val_loss": float(np.mean(losses[is_val])) if is_val.any() else math.nan,
             "step": step,
             "epoch": epoch,
             "train_loss": float(train_loss) if train_loss is not None else probe_loss,
@@ -242,8 +246,7 @@ class StiffnessCallback(keras.callbacks.Callback):
     def _measure(self, step: int, epoch: float, logs, at_start: bool = False) -> Optional[Measurement]:
         try:
             m, gram = measure(self._adapter, self.probes, self.config, tags={"step": step})
-            probe_loss = float(np.mean(gram.losses[~self.probes.is_val]))
-            for key, value in self._tags(step, epoch, logs, probe_loss).items():
+            for key, value in self._tags(step, epoch, logs, gram.losses).items():
                 setattr(m, key, value)
             self._record(m, gram)
         except Exception as exc:  # noqa: BLE001 - the failure policy is the user's choice

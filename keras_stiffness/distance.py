@@ -237,8 +237,9 @@ def critical_length_fit(D, S, same_class_mask, min_pairs: int = 10) -> float:
         min_pairs: Fewest pairs (at least 2) for a fit.
 
     Returns:
-        ``-a / b`` when ``b < 0`` and ``a > 0``; NaN otherwise (too few pairs, all distances equal,
-        slope not negative, or a line that starts at or below 0).
+        ``-a / b`` when ``b < 0``, ``a > 0`` and the zero lies within the fitted pairs' distances; NaN
+        otherwise (too few pairs, all distances equal, slope not negative, a line that starts at or
+        below 0, or a zero beyond the largest distance observed: an extrapolation, not a measurement).
 
     Example:
         >>> d = np.array([[0.0, 0.5, 1.0], [0.5, 0.0, 1.5], [1.0, 1.5, 0.0]])
@@ -253,9 +254,11 @@ def critical_length_fit(D, S, same_class_mask, min_pairs: int = 10) -> float:
                          f"labels[:, None] == labels[None, :].")
     if isinstance(min_pairs, bool) or not isinstance(min_pairs, (int, np.integer)) or min_pairs < 2:
         raise ValueError(f"Received: min_pairs={min_pairs!r}; expected an integer >= 2; fix: pass e.g. 10.")
-    n, sum_d, sum_s = 0, 0.0, 0.0
+    n, sum_d, sum_s, max_d = 0, 0.0, 0.0, -np.inf
     for dv, sv in _upper_pairs(d.shape[0], mask, d, s):
         n, sum_d, sum_s = n + dv.size, sum_d + dv.sum(), sum_s + sv.sum()
+        if dv.size:
+            max_d = max(max_d, float(dv.max()))
     if n < min_pairs:
         return float("nan")
     mean_d, mean_s = sum_d / n, sum_s / n
@@ -267,4 +270,6 @@ def critical_length_fit(D, S, same_class_mask, min_pairs: int = 10) -> float:
         return float("nan")
     b = sds / sdd
     a = mean_s - b * mean_d
-    return float(-a / b) if (b < 0 and a > 0) else float("nan")
+    if not (b < 0 and a > 0) or -a / b > max_d:
+        return float("nan")
+    return float(-a / b)

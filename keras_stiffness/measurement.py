@@ -27,7 +27,9 @@ import numpy as np
 
 PAIR_SETS = ("train-train", "train-val", "val-val")
 MEASURES = ("sign", "cos")
-TAGS = ("step", "epoch", "train_loss", "val_loss", "learning_rate", "wall_time")
+TAGS = (
+    "step", "epoch", "train_loss", "val_loss", "learning_rate", "wall_time", "probe_loss", "probe_val_loss",
+)
 
 
 @dataclasses.dataclass
@@ -37,7 +39,8 @@ class Measurement:
     Attributes:
         step: Optimizer steps taken when measured (0 = at initialization).
         epoch: Epochs completed when measured (0.0 at initialization; fractional for step schedules).
-        train_loss: Training loss at that moment (NaN when unknown, e.g. at step 0).
+        train_loss: Training loss as ``fit`` logs it: the epoch's running mean (at step 0, where fit has
+            logged nothing yet, the training probes' mean loss).
         val_loss: Validation loss (NaN when unknown).
         learning_rate: Optimizer learning rate at that moment (NaN when unknown).
         wall_time: Seconds since the run started.
@@ -62,6 +65,9 @@ class Measurement:
             (NaN when the slope is not negative or there are too few pairs).
         zero_grad: Number of probes whose gradient has zero norm (their stiffness is 0).
         gram: Optional ``(N, N)`` float64 Gram matrix of all probes, total over layers.
+        probe_loss: Mean loss of the training probes at that moment, in inference mode: the current
+            training loss, consistent across rows (use it to compare runs at matched train loss).
+        probe_val_loss: Mean loss of the held-out probes at that moment (NaN without them).
     """
 
     step: int
@@ -90,6 +96,8 @@ class Measurement:
     critical_length_fit: np.ndarray
     zero_grad: int = 0
     gram: Optional[np.ndarray] = None
+    probe_loss: float = math.nan
+    probe_val_loss: float = math.nan
 
     def scalar(self, name: str, pair_set: str = "train-train", measure: str = "cos") -> float:
         """One summary as a float: ``name`` in {"within", "between", "mean"}.

@@ -227,7 +227,7 @@ def loss_axis(ax, losses) -> None:
         _plain(ax.xaxis)
     if not ax.xaxis_inverted():
         ax.invert_xaxis()
-    ax.set_xlabel("train loss" + (" (log)" if log else "") + ", decreasing →")
+    ax.set_xlabel("train loss on the probes" + (" (log)" if log else "") + ", decreasing →")
 
 
 def zero_line(ax) -> None:
@@ -311,6 +311,15 @@ def class_matrix_figure(data: RunData, at: Sequence[int], measure: str):
     return fig
 
 
+def current_train_loss(tags) -> np.ndarray:
+    """The train loss to plot against: the probes' loss at each measurement (consistent across rows,
+    unlike fit's running epoch mean), or fit's logged loss for runs that lack it."""
+    probe = np.asarray(tags.get("probe_loss", []), dtype=np.float64)
+    if probe.size and np.isfinite(probe).any():
+        return probe
+    return np.asarray(tags["train_loss"], dtype=np.float64)
+
+
 def training_figure(data: RunData, measure: str):
     """Within/between stiffness vs epoch and vs train loss, per pair set; the chosen measure solid."""
     from matplotlib.lines import Line2D
@@ -318,7 +327,7 @@ def training_figure(data: RunData, measure: str):
     _check_measure(measure, data.measures, f"run {data.name!r}")
     fig = _new_figure(11.5, 7.0)
     axes = fig.subplots(2, 2, sharey="row", sharex="col")
-    epoch, loss = data.tags["epoch"], data.tags["train_loss"]
+    epoch, loss = data.tags["epoch"], current_train_loss(data.tags)
     has_loss = bool(np.isfinite(loss).any())
     styles = {m: ("-" if m == measure else ":") for m in data.measures}
     for row, name in enumerate(("within", "between")):
@@ -403,7 +412,7 @@ def distance_figure(data: RunData, measure: str):
     k = _check_measure(measure, data.measures, f"run {data.name!r}")
     first, last = 0, data.n - 1
     colors = depth_colors(data.spaces)
-    fig = _new_figure(10.0, 7.0)
+    fig = _new_figure(13.0, 7.0)
     ax, ax_n = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     zero_line(ax)
     handles = []
@@ -424,16 +433,17 @@ def distance_figure(data: RunData, measure: str):
         ax_n.step(x, np.where(counts > 0, counts, np.nan), where="mid", color=col, lw=1.2)
     ax.set_ylabel(f"mean {_MEASURE_NAMES[measure]}\n(train–train pairs)")
     ax.grid(alpha=0.3)
-    styles = [Line2D([], [], color="0.3", ls="-", label=f"last: {when(data.tags, last)}")]
+    styles = [Line2D([], [], color="0.3", ls="-", marker="o", ms=3.5,
+                     label="last: " + ",\n".join(_when_parts(data.tags, last)))]
     if first != last:
-        styles.append(Line2D([], [], color="0.3", ls="--", label=f"first: {when(data.tags, first)}"))
+        styles.append(Line2D([], [], color="0.3", ls="--",
+                             label="first: " + ",\n".join(_when_parts(data.tags, first))))
     styles.append(Line2D([], [], color="0.3", ls=":", label="ξ (zero crossing, last)"))
-    legend = ax.legend(handles=handles, loc="upper right", title="space: critical length (last)")
-    ax.add_artist(legend)
-    ax.legend(handles=styles, loc="lower left", fontsize=8)
+    fig.legend(handles=handles, loc="outside right upper", title="space: critical length ξ (last)")
+    fig.legend(handles=styles, loc="outside right lower", title="line style", fontsize=8)
     ax_n.axhline(max(data.min_count, 1), color="0.4", ls="--", lw=1)
-    ax_n.text(1.0, max(data.min_count, 1), f" min_count = {data.min_count}", transform=ax_n.get_yaxis_transform(),
-              va="bottom", ha="right", fontsize=8, color="0.3")
+    ax_n.text(1.0, max(data.min_count, 1), f"min_count = {data.min_count} ", va="bottom", ha="right",
+              transform=ax_n.get_yaxis_transform(), fontsize=8, color="0.3")
     ax_n.set_yscale("log")
     ax_n.set_ylabel("pairs per bin\n(last)")
     ax_n.set_xlabel(distance_label(data.metric))
@@ -442,9 +452,13 @@ def distance_figure(data: RunData, measure: str):
         tops = [float(data.rows[last].distance_edges[r, -1]) for r in range(len(data.spaces))]
         if max(tops) / max(min(tops), 1e-300) >= 10:
             ax_n.set_xscale("log")
+            _plain(ax_n.xaxis)
             ax_n.set_xlabel(distance_label(data.metric) + " (log)")
-    else:
-        ax_n.set_xlim(0.0, 2.0)
+    else:  # 0 to the last occupied bin (ReLU features never get past 1 − cos = 1)
+        edges = [data.rows[i].distance_edges[r, 1:][data.rows[i].curve_count[r] > 0]
+                 for i in {first, last} for r in range(len(data.spaces))]
+        occupied = np.concatenate(edges) if edges else np.zeros(0)
+        ax_n.set_xlim(0.0, float(occupied.max()) if occupied.size else 2.0)
     fig.suptitle(f"{data.name}: stiffness vs distance, {_MEASURE_NAMES[measure]}\n"
                  f"bins with fewer than {data.min_count} pairs left out")
     return fig

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import pathlib
 from typing import List, Sequence
 
 import numpy as np
 
 from keras_stiffness.plots import (
-    _MEASURE_NAMES, PAIR_SET_COLORS, _check_measure, _fmt, _pretty, beyond_handle, depth_colors,
+    _MEASURE_NAMES, PAIR_SET_COLORS, _check_measure, _fmt, _pretty, beyond_handle, current_train_loss, depth_colors,
     distance_label, distance_top, plot_xi, run_label, save, style, xi_limits, zero_line,
 )
 
@@ -65,7 +66,8 @@ def _learning_rate(run) -> float:
     if tags.size == 0:
         raise ValueError(f"Received: run file {str(run.path)!r} with no learning rate recorded (neither "
                          f"config['train']['lr'] nor a finite learning_rate tag); expected one per run. "
-                         f"Fix: train with the kstiff trainer or pass the callback a learning-rate tag.")
+                         f"Fix: use an optimizer that exposes its learning rate (the StiffnessCallback "
+                         f"tags it) or pass run_config={{'train': {{'lr': ...}}}}.")
     return float(tags[0])
 
 
@@ -85,7 +87,7 @@ def _read(path: str, measure: str) -> _RunSummary:
             path=str(path), lr=_learning_rate(run), spaces=spaces, pair_sets=tuple(run.pair_sets),
             metric=str(run.info.metric), dist_top=distance_top(run, str(run.info.metric)),
             epoch=np.asarray(tags["epoch"], dtype=np.float64),
-            train_loss=np.asarray(tags["train_loss"], dtype=np.float64), xi=xi, xi_fit=fit,
+            train_loss=current_train_loss(tags), xi=xi, xi_fit=fit,
             within=np.asarray(run.series("within"), dtype=np.float64)[:, :, k],
             between=np.asarray(run.series("between"), dtype=np.float64)[:, :, k],
         )
@@ -191,13 +193,14 @@ def sweep_figure(points: List[SweepPoint], spaces: tuple, metric: str, top: floa
 
 def build_sweep(run_paths: Sequence[str], *, measure: str = "sign", match: str = "epoch"):
     """Read, check and match the runs; return the Figure (tests inspect it)."""
-    if isinstance(run_paths, (str, bytes)) or len(run_paths) < 2:
-        got = 1 if isinstance(run_paths, (str, bytes)) else len(run_paths)
-        raise ValueError(f"Received: {got} run file(s); expected at least 2 (one per learning rate).")
+    paths = [run_paths] if isinstance(run_paths, (str, bytes, os.PathLike)) else list(run_paths)
+    if len(paths) < 2:
+        raise ValueError(f"Received: {len(paths)} run file(s) {[str(p) for p in paths]}; expected at least 2 "
+                         f"(one per learning rate).")
     if match not in MATCHES:
         raise ValueError(f"Received: match={match!r}; expected one of {MATCHES}.")
 
-    runs = [_read(str(p), measure) for p in run_paths]
+    runs = [_read(os.fspath(p), measure) for p in paths]
     for run in runs[1:]:
         for name in ("spaces", "metric"):
             if getattr(run, name) != getattr(runs[0], name):

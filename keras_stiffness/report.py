@@ -309,7 +309,8 @@ def train_summary_text(summary: Mapping[str, Any]) -> str:
     ]
     rows = [["train loss", fmt(init["train_loss"], ".4g"), fmt(end["train_loss"], ".4g")],
             ["val loss", fmt(init["val_loss"], ".4g"), fmt(end["val_loss"], ".4g")]]
-    keys = [k for k in init if k.endswith((" sign", " cos")) and (" within " in k or " between " in k)]
+    keys = [k for k in init if k.endswith((" sign", " cos")) and (" within " in k or " between " in k)
+            and not k.startswith("val-val")]  # val-val is in summary.json
     rows += [[k, fmt(init[k], "+.3f"), fmt(end.get(k), "+.3f")] for k in keys]
     xi_init, xi_end = init.get("critical_length") or {}, end.get("critical_length") or {}
     rows += [[f"xi {space} (sign)", fmt(xi_init.get(space)), fmt(xi_end.get(space))] for space in xi_init]

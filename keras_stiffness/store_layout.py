@@ -234,6 +234,8 @@ SERIES: Tuple[Series, ...] = (
     Series("val_loss", (), "f", "Validation loss when measured (NaN when unknown)"),
     Series("learning_rate", (), "f", "Optimizer learning rate when measured (NaN when unknown)"),
     Series("wall_time", (), "f", "Seconds since the run started"),
+    Series("probe_loss", (), "f", "Mean loss of the training probes when measured (inference mode)"),
+    Series("probe_val_loss", (), "f", "Mean loss of the held-out probes when measured (NaN without)"),
     Series("class_matrix", ("pair_set", "measure", "class_from", "class_to"), "f",
            "Mean stiffness per directed class pair (step on class_from, effect on class_to); "
            "NaN without pairs"),

@@ -144,7 +144,8 @@ def summarize(
     return Measurement(
         step=tag_values["step"], epoch=tag_values["epoch"], train_loss=tag_values["train_loss"],
         val_loss=tag_values["val_loss"], learning_rate=tag_values["learning_rate"],
-        wall_time=tag_values["wall_time"], pair_sets=pair_sets, measures=measures,
+        wall_time=tag_values["wall_time"], probe_loss=tag_values["probe_loss"],
+        probe_val_loss=tag_values["probe_val_loss"], pair_sets=pair_sets, measures=measures,
         class_matrix=main["class_matrix"], class_pairs=main["class_pairs"], within=main["within"],
         between=main["between"], mean=main["mean"], pairs=main["pairs"], layers=tuple(per_layer),
         layer_mean=layer_tables["mean"], layer_within=layer_tables["within"],

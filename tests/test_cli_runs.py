@@ -165,3 +165,14 @@ def test_bad_run_files(trained, tmp_path):
             assert len(lines) == 1 and needle in lines[0], result.stderr
         result = invoke([command, str(tmp_path / "missing.h5")])
         assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_train_cnn_without_figures(tmp_path):
+    result = invoke(["train", "--arch", "cnn", "--epochs", "1", "--per-class", "5", "--no-figures",
+                     "--out", str(tmp_path), "-q"])
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "cnn-digits-lr0.001"
+    assert {p.name for p in run_dir.iterdir()} == {"run.h5", "summary.json"}
+    with open_run(str(run_dir / "run.h5")) as run:
+        assert run.layers == ("conv1", "conv2", "conv3", "output")
+        assert run.config["train"]["arch"] == "cnn"

@@ -149,3 +149,14 @@ def test_critical_length_fit_undefined_is_nan():
 def test_bad_inputs_raise_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_fitted_critical_length_is_not_extrapolated():
+    """A nearly flat within-class line crosses zero far beyond the observed distances: NaN."""
+    from keras_stiffness.distance import critical_length_fit
+
+    d = np.array([[0.0, 0.2, 0.3], [0.2, 0.0, 0.4], [0.3, 0.4, 0.0]])
+    s = 0.5 - 0.01 * d  # zero at d = 50, far beyond 0.4
+    assert np.isnan(critical_length_fit(d, s, np.ones((3, 3), dtype=bool), min_pairs=2))
+    s = 0.5 - 2.0 * d  # zero at 0.25, inside [0.2, 0.4]
+    assert critical_length_fit(d, s, np.ones((3, 3), dtype=bool), min_pairs=2) == pytest.approx(0.25)

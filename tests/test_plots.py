@@ -10,7 +10,6 @@ import warnings
 
 import numpy as np
 import pytest
-from matplotlib.legend import Legend
 
 from keras_stiffness import plots, plots_sweep
 from keras_stiffness.distance import critical_length
@@ -221,9 +220,10 @@ def test_distance_figure_leaves_out_low_count_bins(full_run):
                        shown).all()
     xi_lines = [l.get_xdata()[0] for l in ax.lines if l.get_linestyle() == ":"]
     assert xi_lines == pytest.approx([x for x in last.critical_length[:, 0] if np.isfinite(x)])
-    labels = [t.get_text() for leg in ax.findobj(Legend) for t in leg.get_texts()]
+    labels = [t.get_text() for leg in figs["stiffness_vs_distance"].legends for t in leg.get_texts()]
     assert labels[0].startswith("input: ξ = ") and all("fit" in s for s in labels[:len(SPACES)])
-    assert labels[len(SPACES)].startswith("last: step 1024, epoch 10.2, train loss")
+    assert labels[len(SPACES)].startswith("last: step 1024,\nepoch 10.2,\ntrain loss")
+    assert labels[len(SPACES) + 1].startswith("first: step 0 (init)")
     assert figs["stiffness_vs_distance"].axes[1].get_xlabel() == "distance 1 − cos(R1, R2)"
 
 

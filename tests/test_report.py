@@ -57,7 +57,8 @@ def test_layers_merge_spaces_and_weight_layers(measurement):
 
 
 def test_clean_turns_numpy_and_nan_into_json_values():
-    cleaned = report.clean({"a": np.float32(np.nan), "b": np.arange(3), "c": (np.int64(2), np.inf), "d": np.bool_(True)})
+    cleaned = report.clean(
+        {"a": np.float32(np.nan), "b": np.arange(3), "c": (np.int64(2), np.inf), "d": np.bool_(True)})
     assert cleaned == {"a": None, "b": [0, 1, 2], "c": [2, None], "d": True}
 
 

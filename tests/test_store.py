@@ -86,7 +86,8 @@ def test_tags_and_series_shapes(tmp_path):
     expected = write_run(path, steps=(0, 5, 7, 30))
     with open_run(path) as run:
         tags = run.tags
-        assert list(tags) == ["step", "epoch", "train_loss", "val_loss", "learning_rate", "wall_time"]
+        assert list(tags) == ["step", "epoch", "train_loss", "val_loss", "learning_rate", "wall_time",
+                              "probe_loss", "probe_val_loss"]
         assert tags["step"].dtype == np.int64 and tags["step"].tolist() == [0, 5, 7, 30]
         assert np.isnan(tags["train_loss"][0])
         np.testing.assert_array_equal(tags["val_loss"], [m.val_loss for m in expected])
