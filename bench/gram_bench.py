@@ -132,7 +132,6 @@ def child_large(n):
 
 def large(n):
     """Time and peak RSS of the structured MLP at ``n`` probes, in a fresh child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--child-large", str(n)],
         capture_output=True, text=True, check=False,
@@ -141,8 +140,7 @@ def large(n):
         raise RuntimeError(f"child failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
     seconds, rows = proc.stdout.split()[-2:]
-    return {"n": int(rows), "seconds": float(seconds), "peak_gib": peak_kib / 2**20,
-            "earlier_children_gib": before / 2**20}
+    return {"n": int(rows), "seconds": float(seconds), "peak_gib": peak_kib / 2**20}
 
 
 def report(rows, big, quick):

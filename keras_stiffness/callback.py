@@ -203,12 +203,12 @@ class StiffnessCallback(keras.callbacks.Callback):
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is None:
             return 0
-        return int(keras.ops.convert_to_numpy(optimizer.iterations))
+        return int(optimizer.iterations.numpy())
 
     def _learning_rate(self) -> float:
         optimizer = getattr(self.model, "optimizer", None)
         try:
-            return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+            return float(np.asarray(optimizer.learning_rate.numpy()))
         except (AttributeError, TypeError, ValueError):
             return math.nan
 

@@ -254,19 +254,19 @@ def critical_length_fit(D, S, same_class_mask, min_pairs: int = 10) -> float:
                          f"labels[:, None] == labels[None, :].")
     if isinstance(min_pairs, bool) or not isinstance(min_pairs, (int, np.integer)) or min_pairs < 2:
         raise ValueError(f"Received: min_pairs={min_pairs!r}; expected an integer >= 2; fix: pass e.g. 10.")
-    n, sum_d, sum_s, max_d = 0, 0.0, 0.0, -np.inf
+    # One pass of float64 moment sums; the variance guard below rejects near-constant distances.
+    n, sum_d, sum_s, sum_dd, sum_ds, max_d = 0, 0.0, 0.0, 0.0, 0.0, -np.inf
     for dv, sv in _upper_pairs(d.shape[0], mask, d, s):
-        n, sum_d, sum_s = n + dv.size, sum_d + dv.sum(), sum_s + sv.sum()
         if dv.size:
+            n += dv.size
+            sum_d, sum_s = sum_d + dv.sum(), sum_s + sv.sum()
+            sum_dd, sum_ds = sum_dd + float(dv @ dv), sum_ds + float(dv @ sv)
             max_d = max(max_d, float(dv.max()))
     if n < min_pairs:
         return float("nan")
     mean_d, mean_s = sum_d / n, sum_s / n
-    sdd, sds = 0.0, 0.0
-    for dv, sv in _upper_pairs(d.shape[0], mask, d, s):
-        dc = dv - mean_d
-        sdd, sds = sdd + float(dc @ dc), sds + float(dc @ (sv - mean_s))
-    if sdd <= 1e-24 * max(mean_d * mean_d, 1e-300) * n:
+    sdd, sds = sum_dd - n * mean_d * mean_d, sum_ds - n * mean_d * mean_s
+    if sdd <= 1e-12 * max(sum_dd, 1e-300):
         return float("nan")
     b = sds / sdd
     a = mean_s - b * mean_d

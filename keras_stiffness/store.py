@@ -502,6 +502,9 @@ def _new_file(path: str) -> Tuple[h5py.File, str]:
     directory, base = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; a run file is an ordinary file
     try:
         return h5py.File(tmp, "w", libver=LIBVER), tmp
     except BaseException:
