@@ -109,9 +109,9 @@ class KerasAdapter:
         from keras_stiffness.engine.api import CAPTURE_CHUNK
         from keras_stiffness.engine.capture import capture
 
-        x = np.asarray(x)
-        if np.issubdtype(x.dtype, np.floating):
-            x = x.astype(np.float32)
+        from keras_stiffness.engine.api import cast_to_model_dtype
+
+        x = cast_to_model_dtype(self.model, np.asarray(x))
         units = self._units()
         _, _, outputs = capture(
             self.model, units, x, None, None, chunk_size=self.chunk_size or CAPTURE_CHUNK, grads=False

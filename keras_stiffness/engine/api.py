@@ -124,6 +124,18 @@ def check_model(model) -> None:
         )
 
 
+def cast_to_model_dtype(model, x: np.ndarray) -> np.ndarray:
+    """Floating inputs in the dtype the model computes in (float64 models keep float64 probes)."""
+    if not np.issubdtype(x.dtype, np.floating):
+        return x
+    dtype = None
+    inputs = getattr(model, "inputs", None)
+    if inputs:
+        dtype = getattr(inputs[0], "dtype", None)
+    dtype = np.dtype(str(dtype or model.compute_dtype or "float32"))
+    return x.astype(dtype if np.issubdtype(dtype, np.floating) else np.float32, copy=False)
+
+
 def _warn_fallback(unit) -> None:
     key = (id(unit.layer), unit.reason)
     if key in _WARNED:
@@ -179,7 +191,7 @@ def gradient_gram(
     check_model(model)
     x, y = check_probes(x, y)
     per_example_loss, loss_name = resolve_loss(model, loss)
-    x = x.astype(np.float32) if np.issubdtype(x.dtype, np.floating) else x
+    x = cast_to_model_dtype(model, x)
     out_shape = tuple(np.asarray(model(x[:2], training=False)).shape)
     check_labels(y, out_shape, loss_name)
     units = model_units(model)

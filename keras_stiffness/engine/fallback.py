@@ -13,10 +13,11 @@ import numpy as np
 
 from keras_stiffness.engine.rules.base import LayerCapture
 
-#: Per-example jacobian elements (float32) computed in one chunk.
-JACOBIAN_CHUNK_ELEMENTS = 2**24
-#: Per-example jacobian elements (float64) kept whole; beyond it, chunks are recomputed per block.
-JACOBIAN_CACHE_ELEMENTS = 2**26
+#: Per-example jacobian elements computed in one chunk (float32: 256 MiB).
+JACOBIAN_CHUNK_ELEMENTS = 2**26
+#: Per-example jacobian elements kept whole (float64: 6 GiB); beyond it, chunks are recomputed per
+#: block of the Gram (bounded memory, quadratic time in the number of chunks).
+JACOBIAN_CACHE_ELEMENTS = 3 * 2**28
 
 
 def chunk_size_for(width: int, n: int) -> int:
@@ -146,7 +147,7 @@ def variable_key(variable) -> str:
 
 
 def jacobian_grams(loss_of: Callable, groups: Dict[str, list], n: int, use_pfor: bool = True) -> tuple:
-    """Per-group Grams from the per-example jacobian of a loss vector, chunked over probes.
+    """Per-group Grams from the per-example jacobian of a loss vector, chunked over probes (eager).
 
     Args:
         loss_of: ``(lo, hi) -> (hi - lo,)`` per-example losses of probes ``lo:hi`` (a tensor computed
@@ -161,11 +162,9 @@ def jacobian_grams(loss_of: Callable, groups: Dict[str, list], n: int, use_pfor:
     import tensorflow as tf
 
     variables = [v for vs in groups.values() for v in vs]
-    width = int(sum(np.prod(v.shape) for v in variables))
-    losses = np.zeros(n)
 
-    def compute(lo: int, hi: int) -> Dict[str, np.ndarray]:
-        with tf.GradientTape(watch_accessed_variables=False, persistent=True) as tape:
+    def chunk(lo: int, hi: int):
+        with tf.GradientTape(watch_accessed_variables=False, persistent=not use_pfor) as tape:
             for v in variables:
                 tape.watch(_tf_variable(v))
             loss = tf.reshape(tf.convert_to_tensor(loss_of(lo, hi)), (-1,))
@@ -174,8 +173,19 @@ def jacobian_grams(loss_of: Callable, groups: Dict[str, list], n: int, use_pfor:
                 f"The per-example loss returned {int(loss.shape[0])} values for {hi - lo} examples; "
                 "expected one loss per example (no reduction over the batch)."
             )
-        losses[lo:hi] = loss.numpy()
-        rows = jacobian_rows(tape, loss, variables, use_pfor=use_pfor)
+        return loss, jacobian_rows(tape, loss, variables, use_pfor=use_pfor)
+
+    return _grouped_grams(chunk, groups, n)
+
+
+def _grouped_grams(chunk: Callable, groups: Dict[str, list], n: int) -> tuple:
+    """Run ``chunk(lo, hi) -> (losses, per-variable rows)`` over probes and form the group Grams."""
+    width = int(sum(np.prod(v.shape) for vs in groups.values() for v in vs))
+    losses = np.zeros(n)
+
+    def compute(lo: int, hi: int) -> Dict[str, np.ndarray]:
+        loss, rows = chunk(lo, hi)
+        losses[lo:hi] = np.asarray(loss)
         out, k = {}, 0
         for name, vs in groups.items():
             out[name] = np.concatenate(rows[k : k + len(vs)], axis=1)
@@ -188,14 +198,34 @@ def jacobian_grams(loss_of: Callable, groups: Dict[str, list], n: int, use_pfor:
 def model_jacobian_grams(model, units, x, y, per_example_loss) -> tuple:
     """The whole-model reference: per-example jacobian of the loss vector, grouped by unit.
 
+    Each chunk runs one compiled ``tf.function`` (traced once per chunk shape): forward, per-example
+    losses and their jacobian (pfor, or a while loop where pfor is known to be wrong).
+
     Returns:
         ``({unit name: (N, N)}, losses (N,))``.
     """
     import tensorflow as tf
 
-    def loss_of(lo: int, hi: int):
-        return per_example_loss(y[lo:hi], model(tf.convert_to_tensor(x[lo:hi]), training=False))
+    groups = {u.name: u.variables for u in units}
+    variables = [v for u in units for v in u.variables]
+    sources = [_tf_variable(v) for v in variables]
+    use_pfor = pfor_is_exact(model)
 
-    return jacobian_grams(
-        loss_of, {u.name: u.variables for u in units}, len(x), use_pfor=pfor_is_exact(model)
-    )
+    @tf.function(reduce_retracing=True)
+    def jac(xb, yb):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            for v in sources:
+                tape.watch(v)
+            loss = per_example_loss(yb, model(xb, training=False))
+        return loss, tape.jacobian(loss, sources, experimental_use_pfor=use_pfor)
+
+    def chunk(lo: int, hi: int):
+        loss, jac_values = jac(tf.convert_to_tensor(x[lo:hi]), tf.convert_to_tensor(y[lo:hi]))
+        b = hi - lo
+        rows = [
+            np.zeros((b, int(np.prod(v.shape)))) if j is None else np.asarray(j, np.float64).reshape(b, -1)
+            for v, j in zip(variables, jac_values)
+        ]
+        return loss, rows
+
+    return _grouped_grams(chunk, groups, len(x))
