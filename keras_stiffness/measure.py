@@ -11,7 +11,6 @@ from typing import Mapping, Optional, Sequence
 
 from keras_stiffness.adapters import LayerSelection, StiffnessAdapter
 from keras_stiffness.engine.api import GramResult
-from keras_stiffness.measurement import Measurement
 
 
 @dataclasses.dataclass(frozen=True)

@@ -238,6 +238,19 @@ class ProbeSet:
             ((200, 8, 8, 1), 100)
         """
         data = load_data(source, data_dir=data_dir, seed=seed)
+        return cls.from_splits(data, per_class=per_class, val_per_class=val_per_class, seed=seed)
+
+    @classmethod
+    def from_splits(
+        cls, data, *, per_class: int = 50, val_per_class: Optional[int] = None, seed: int = 0
+    ) -> "ProbeSet":
+        """Build a probe set from loaded :class:`~keras_stiffness.data.DataSplits` (train and held out).
+
+        Example:
+            >>> from keras_stiffness.data import load_data
+            >>> ProbeSet.from_splits(load_data("digits"), per_class=5).n_train
+            50
+        """
         probes = cls(
             data.x_train,
             data.y_train,

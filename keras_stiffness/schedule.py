@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import math
 from typing import List, Optional, Sequence, Union
 
 

@@ -209,19 +209,7 @@ def make_probes(data, *, per_class: int = 50, val_per_class: Optional[int] = Non
 
     if val_per_class is None:
         val_per_class = default_val_per_class(per_class, data.y_val, data.n_classes)
-    probes = ProbeSet(
-        data.x_train,
-        data.y_train,
-        x_val=data.x_val,
-        y_val=data.y_val,
-        per_class=per_class,
-        val_per_class=val_per_class,
-        class_names=data.class_names,
-        n_classes=data.n_classes,
-        seed=seed,
-    )
-    probes.source = data.name
-    return probes
+    return ProbeSet.from_splits(data, per_class=per_class, val_per_class=val_per_class, seed=seed)
 
 
 def measurement_steps(epochs: int, steps_per_epoch: int, every_n_epochs: int, points_per_decade: int) -> List[int]:

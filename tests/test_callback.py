@@ -3,7 +3,6 @@ resume, failure policy, bad input, and that training itself is unchanged."""
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import keras

@@ -9,7 +9,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from keras_stiffness.engine.units import FALLBACK, model_units
+from keras_stiffness.engine.units import model_units
 
 #: Probes per forward/backward pass of the capture.
 CAPTURE_CHUNK = 1024

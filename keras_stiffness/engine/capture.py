@@ -65,6 +65,8 @@ def wrapped_units(units: Sequence[Unit], on_call: Callable):
 def _concat(parts: List, n_rows: List[int]):
     """Concatenate probe-major arrays of several chunks; other values are taken from the first."""
     first = parts[0]
+    if len(parts) == 1:
+        return first
     if isinstance(first, np.ndarray) and first.ndim >= 1 and first.shape[0] == n_rows[0]:
         return np.concatenate(parts, axis=0)
     if isinstance(first, (tuple, list)):

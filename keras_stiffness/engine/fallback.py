@@ -20,13 +20,20 @@ JACOBIAN_CHUNK_ELEMENTS = 2**26
 JACOBIAN_CACHE_ELEMENTS = 3 * 2**28
 
 
-def chunk_size_for(width: int, n: int) -> int:
-    """Probes per jacobian chunk for ``width`` parameters."""
-    return max(1, min(n, JACOBIAN_CHUNK_ELEMENTS // max(1, width)))
+#: Vectorized (pfor) jacobians hold about ``chunk² × activations per example`` elements at once.
+PFOR_ELEMENTS = 2**27
+
+
+def chunk_size_for(width: int, n: int, activations: int = 0) -> int:
+    """Probes per jacobian chunk for ``width`` parameters and ``activations`` per example."""
+    step = JACOBIAN_CHUNK_ELEMENTS // max(1, width)
+    if activations:
+        step = min(step, int(np.sqrt(PFOR_ELEMENTS / activations)))
+    return max(1, min(n, step))
 
 
 def gram_from_chunks(
-    compute: Callable[[int, int], Dict[str, np.ndarray]], n: int, width: int
+    compute: Callable[[int, int], Dict[str, np.ndarray]], n: int, width: int, activations: int = 0
 ) -> Dict[str, np.ndarray]:
     """Gram blocks ``J_g J_gᵀ`` per group from chunked per-example jacobians.
 
@@ -34,11 +41,12 @@ def gram_from_chunks(
         compute: ``(lo, hi) -> {group: (hi - lo, p_g) jacobian}``.
         n: Number of probes.
         width: Total parameters over groups (sets the chunk size).
+        activations: Activation elements per example (bounds the chunk of a vectorized jacobian).
 
     Returns:
         ``{group: (n, n) float64}``.
     """
-    step = chunk_size_for(width, n)
+    step = chunk_size_for(width, n, activations)
     bounds = [(lo, min(n, lo + step)) for lo in range(0, n, step)]
     if n * width <= JACOBIAN_CACHE_ELEMENTS or len(bounds) == 1:
         parts = [compute(lo, hi) for lo, hi in bounds]
@@ -178,7 +186,7 @@ def jacobian_grams(loss_of: Callable, groups: Dict[str, list], n: int, use_pfor:
     return _grouped_grams(chunk, groups, n)
 
 
-def _grouped_grams(chunk: Callable, groups: Dict[str, list], n: int) -> tuple:
+def _grouped_grams(chunk: Callable, groups: Dict[str, list], n: int, activations: int = 0) -> tuple:
     """Run ``chunk(lo, hi) -> (losses, per-variable rows)`` over probes and form the group Grams."""
     width = int(sum(np.prod(v.shape) for vs in groups.values() for v in vs))
     losses = np.zeros(n)
@@ -192,7 +200,16 @@ def _grouped_grams(chunk: Callable, groups: Dict[str, list], n: int) -> tuple:
             k += len(vs)
         return out
 
-    return gram_from_chunks(compute, n, width), losses
+    return gram_from_chunks(compute, n, width, activations), losses
+
+
+def activations_per_example(model, units, x) -> int:
+    """Elements of the input and of every weighted layer's output for one example, doubled (outputs
+    and their pre-activations): what a vectorized jacobian multiplies by the chunk size squared."""
+    from keras_stiffness.engine.capture import capture
+
+    _, _, outputs = capture(model, units, x[:1], None, None, chunk_size=1, grads=False)
+    return 2 * (int(np.prod(x.shape[1:])) + sum(int(np.prod(o.shape[1:])) for o in outputs.values()))
 
 
 def model_jacobian_grams(model, units, x, y, per_example_loss) -> tuple:
@@ -228,4 +245,5 @@ def model_jacobian_grams(model, units, x, y, per_example_loss) -> tuple:
         ]
         return loss, rows
 
-    return _grouped_grams(chunk, groups, len(x))
+    activations = activations_per_example(model, units, x) if use_pfor else 0
+    return _grouped_grams(chunk, groups, len(x), activations)

@@ -88,6 +88,16 @@ class Rule:
     unsupported: Callable[[Any], Optional[str]] = lambda layer: None
 
 
+def lora_or_quantized(layer) -> Optional[str]:
+    """Why a Dense/Conv/Embedding rule does not apply: LoRA or quantization change which weights
+    train and how the output is computed, so such layers go to the exact fallback."""
+    if getattr(layer, "lora_enabled", False):
+        return "LoRA is enabled"
+    if getattr(layer, "quantization_mode", None) is not None:
+        return f"quantized ({layer.quantization_mode})"
+    return None
+
+
 def pre_activation_forward(layer, call, args, kwargs, tap):
     """Run ``layer.call`` with its activation removed, tap the pre-activation, then activate.
 
@@ -185,10 +195,15 @@ def _factorized(a: np.ndarray, d: np.ndarray) -> np.ndarray:
 
 
 def per_example_outer(a: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """``J_n = Σ_t a_nt ⊗ δ_nt`` flattened to ``(n, d·e)`` (float64)."""
-    a = np.asarray(a, dtype=np.float64)
-    d = np.asarray(d, dtype=np.float64)
-    return np.matmul(a.transpose(0, 2, 1), d).reshape(a.shape[0], -1)
+    """``J_n = Σ_t a_nt ⊗ δ_nt`` flattened to ``(n, d·e)``: the per-example weight gradients.
+
+    A batched matrix product in the factors' own precision (TensorFlow, multi-threaded); the Gram
+    products of ``J`` are then accumulated in float64.
+    """
+    import tensorflow as tf
+
+    j = tf.linalg.matmul(tf.convert_to_tensor(a), tf.convert_to_tensor(d), transpose_a=True)
+    return j.numpy().reshape(a.shape[0], -1)
 
 
 def _materialized(a: np.ndarray, d: np.ndarray) -> np.ndarray:

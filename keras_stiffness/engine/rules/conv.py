@@ -9,7 +9,7 @@ convolutions.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from keras_stiffness.engine.rules.base import (
     LayerCapture,
     Rule,
     concat_calls,
+    lora_or_quantized,
     positions_gram,
     pre_activation_forward,
     vector_gram,
@@ -31,7 +32,7 @@ def channels_last(x: np.ndarray, data_format: str) -> np.ndarray:
     return x
 
 
-def extract_patches(x: np.ndarray, kernel_size, strides, dilation, padding: str) -> np.ndarray:
+def extract_patches(x: np.ndarray, kernel_size, strides, dilation, padding: str):
     """Input patches of a convolution, ``(n, t, k·c)``, taps-major like a flattened kernel.
 
     Args:
@@ -40,12 +41,13 @@ def extract_patches(x: np.ndarray, kernel_size, strides, dilation, padding: str)
         padding: ``"valid"``, ``"same"`` or ``"causal"`` (1D, left padding).
 
     Returns:
-        float32 patches; position ``t`` runs over output positions in row-major order.
+        ``tf.Tensor`` of patches in the input's dtype; position ``t`` runs over output positions in
+        row-major order.
     """
     import tensorflow as tf
 
     rank = x.ndim - 2
-    x = tf.convert_to_tensor(x, dtype=tf.float32)
+    x = tf.convert_to_tensor(x)
     padding = padding.lower()
     if padding == "causal":
         left = dilation[0] * (kernel_size[0] - 1)
@@ -67,15 +69,14 @@ def extract_patches(x: np.ndarray, kernel_size, strides, dilation, padding: str)
         # Any rank: convolve with a one-hot kernel whose output channel o copies tap/channel o.
         c = x.shape[-1]
         width = int(np.prod(kernel_size)) * c
-        eye = tf.reshape(tf.eye(width, dtype=tf.float32), (*kernel_size, c, width))
+        eye = tf.reshape(tf.eye(width, dtype=x.dtype), (*kernel_size, c, width))
         p = tf.nn.convolution(
             x, eye, strides=list(strides), padding=padding.upper(), dilations=list(dilation)
         )
-    p = p.numpy()
-    return p.reshape(p.shape[0], -1, p.shape[-1])
+    return tf.reshape(p, (p.shape[0], -1, p.shape[-1]))
 
 
-def _patches(layer, inputs: np.ndarray) -> np.ndarray:
+def _patches(layer, inputs: np.ndarray):
     x = channels_last(inputs, layer.data_format)
     return extract_patches(x, layer.kernel_size, layer.strides, layer.dilation_rate, layer.padding)
 
@@ -96,7 +97,7 @@ def conv_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
         kernel = positions_gram(p, d)
     else:
         cin = p.shape[-1] // taps
-        p = p.reshape(n, p.shape[1], taps, cin)
+        p = np.asarray(p).reshape(n, p.shape[1], taps, cin)
         gin, gout = cin // groups, d.shape[-1] // groups
         kernel = np.zeros((n, n))
         for g in range(groups):
@@ -112,7 +113,7 @@ def _depthwise_jacobian(layer, patches: np.ndarray, grads: np.ndarray, n: int) -
     """Per-example depthwise kernel gradients ``(n, k·c·m)`` from patches and output gradients."""
     taps = int(np.prod(layer.kernel_size))
     t = patches.shape[1]
-    p = patches.reshape(n, t, taps, -1).astype(np.float64)
+    p = np.asarray(patches).reshape(n, t, taps, -1).astype(np.float64)
     c = p.shape[-1]
     g = grads.reshape(n, t, c, -1).astype(np.float64)
     return np.einsum("ntkc,ntcm->nkcm", p, g).reshape(n, -1)
@@ -177,19 +178,12 @@ def separable_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
     return out
 
 
-def conv_unsupported(layer) -> Optional[str]:
-    """Quantized or LoRA convolutions go to the fallback."""
-    if getattr(layer, "lora_enabled", False):
-        return "LoRA is enabled"
-    if getattr(layer, "quantization_mode", None) is not None:
-        return f"quantized ({layer.quantization_mode})"
-    return None
 
 
-CONV = Rule("conv", gram=conv_gram, forward=pre_activation_forward, unsupported=conv_unsupported)
+CONV = Rule("conv", gram=conv_gram, forward=pre_activation_forward, unsupported=lora_or_quantized)
 DEPTHWISE = Rule(
-    "depthwise_conv", gram=depthwise_gram, forward=pre_activation_forward, unsupported=conv_unsupported
+    "depthwise_conv", gram=depthwise_gram, forward=pre_activation_forward, unsupported=lora_or_quantized
 )
 SEPARABLE = Rule(
-    "separable_conv", gram=separable_gram, forward=separable_forward, unsupported=conv_unsupported
+    "separable_conv", gram=separable_gram, forward=separable_forward, unsupported=lora_or_quantized
 )

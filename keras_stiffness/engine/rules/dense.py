@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 
@@ -11,6 +11,7 @@ from keras_stiffness.engine.rules.base import (
     Rule,
     as_positions,
     concat_calls,
+    lora_or_quantized,
     positions_gram,
     pre_activation_forward,
     vector_gram,
@@ -36,13 +37,6 @@ def dense_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
     return out
 
 
-def dense_unsupported(layer) -> Optional[str]:
-    """LoRA or quantized Dense layers change which weights train: leave them to the fallback."""
-    if getattr(layer, "lora_enabled", False):
-        return "LoRA is enabled"
-    if getattr(layer, "quantization_mode", None) is not None:
-        return f"quantized ({layer.quantization_mode})"
-    return None
 
 
-DENSE = Rule("dense", gram=dense_gram, forward=pre_activation_forward, unsupported=dense_unsupported)
+DENSE = Rule("dense", gram=dense_gram, forward=pre_activation_forward, unsupported=lora_or_quantized)

@@ -3,11 +3,17 @@ contribute ``δ_it·δ_js`` to ``G_ij``."""
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 
-from keras_stiffness.engine.rules.base import BLOCK_ELEMENTS, LayerCapture, Rule, concat_calls
+from keras_stiffness.engine.rules.base import (
+    BLOCK_ELEMENTS,
+    LayerCapture,
+    Rule,
+    concat_calls,
+    lora_or_quantized,
+)
 
 
 def token_gram(ids: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -39,12 +45,6 @@ def embedding_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
     return {layer.embeddings.name: token_gram(ids[..., 0], d)}
 
 
-def embedding_unsupported(layer) -> Optional[str]:
-    if getattr(layer, "lora_enabled", False):
-        return "LoRA is enabled"
-    if getattr(layer, "quantization_mode", None) is not None:
-        return f"quantized ({layer.quantization_mode})"
-    return None
 
 
-EMBEDDING = Rule("embedding", gram=embedding_gram, unsupported=embedding_unsupported)
+EMBEDDING = Rule("embedding", gram=embedding_gram, unsupported=lora_or_quantized)
