@@ -145,6 +145,8 @@ class StiffnessCallback(keras.callbacks.Callback):
         if self.path is not None:
             check_writable(self.path, overwrite=self.overwrite or self.resume)
         self.measurements: list = []
+        #: Wall seconds spent in each measurement (computing, logging and writing), successful or not.
+        self.seconds: list = []
         self.last_scalars: dict = {}
         self._writer = None
         self._tb = None
@@ -244,6 +246,7 @@ class StiffnessCallback(keras.callbacks.Callback):
         }
 
     def _measure(self, step: int, epoch: float, logs, at_start: bool = False) -> Optional[Measurement]:
+        start = time.perf_counter()
         try:
             m, gram = measure(self._adapter, self.probes, self.config, tags={"step": step})
             for key, value in self._tags(step, epoch, logs, gram.losses).items():
@@ -258,6 +261,8 @@ class StiffnessCallback(keras.callbacks.Callback):
                 stacklevel=2,
             )
             return None
+        finally:
+            self.seconds.append(time.perf_counter() - start)
         return m
 
     def _record(self, m: Measurement, gram) -> None:
