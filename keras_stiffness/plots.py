@@ -223,8 +223,10 @@ def loss_axis(ax, losses) -> None:
     log = bool(v.size) and v.max() / v.min() >= 10
     if log:
         ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        _plain(ax.xaxis)
+        if v.max() / v.min() < 1e3:  # few decades: 1-2-5 ticks in plain numbers
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            _plain(ax.xaxis)
+        # more decades: matplotlib's powers of ten, which never crowd
     if not ax.xaxis_inverted():
         ax.invert_xaxis()
     ax.set_xlabel("train loss on the probes" + (" (log)" if log else "") + ", decreasing →")
@@ -342,10 +344,12 @@ def training_figure(data: RunData, measure: str):
             for p, pair_set in enumerate(data.pair_sets):
                 for k, m in enumerate(data.measures):
                     chosen = m == measure
-                    ax.plot(x, values[:, p, k], styles[m], marker="o", ms=4 if chosen else 4.5,
+                    # Against loss, points are not joined: the loss is not monotone in time (batch
+                    # noise), and lines in time order would zigzag across the panel.
+                    ax.plot(x, values[:, p, k], ls=styles[m] if col == 0 else "none", marker="o",
+                            ms=(4 if chosen else 4.5) * (1.0 if col == 0 else 0.8),
                             mfc=None if chosen else "white", color=PAIR_SET_COLORS[pair_set],
-                            lw=(1.8 if chosen else 1.2) * (1.0 if col == 0 else 0.6),
-                            alpha=1.0 if chosen else 0.8)
+                            lw=1.8 if chosen else 1.2, alpha=(1.0 if chosen else 0.8) * (1.0 if col == 0 else 0.7))
             ax.grid(alpha=0.3)
         axes[row, 0].set_ylabel(f"{name}-class stiffness")
     epoch_axis(axes[1, 0], epoch)
