@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/kstiff train
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=10 tests
 
 bench: $(STAMP)
 	$(PY) bench/gram_bench.py

@@ -156,13 +156,13 @@ def sweep_figure(points: List[SweepPoint], spaces: tuple, metric: str, top: floa
                           ms=4, color=colors[space], lw=1.1)
     if spaces:
         xi_limits(ax_xi, np.concatenate([np.r_[pt.xi, pt.xi_fit] for pt in points]), top)
-        legend = ax_xi.legend(fontsize=8, title="space", loc="lower left")
+        legend = ax_xi.legend(fontsize=8, title="space", loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax_xi.add_artist(legend)
         kinds = [Line2D([], [], color="black", ls="-", marker="o", label="zero crossing"),
                  Line2D([], [], color="black", ls="--", marker="s", mfc="none", label="linear fit")]
         if beyond:
             kinds.append(beyond_handle(top))
-        ax_xi.legend(handles=kinds, fontsize=8, title="ξ estimator", loc="lower right")
+        ax_xi.legend(handles=kinds, fontsize=8, title="ξ estimator", loc="lower left", bbox_to_anchor=(1.01, 0.0))
     else:
         ax_xi.text(0.5, 0.5, "no distance spaces recorded", transform=ax_xi.transAxes, ha="center")
     ax_xi.set_ylabel(f"critical length ξ ({distance_label(metric)})")
