@@ -29,6 +29,11 @@ _LAZY = {
     "ProbeSet": "keras_stiffness.probes",
     "StiffnessCallback": "keras_stiffness.callback",
     "open_run": "keras_stiffness.store",
+    "RunWriter": "keras_stiffness.store",
+    "RunInfo": "keras_stiffness.store",
+    "RunFileError": "keras_stiffness.store",
+    "MeasureConfig": "keras_stiffness.measure",
+    "measure": "keras_stiffness.measure",
     "Measurement": "keras_stiffness.measurement",
     "summarize": "keras_stiffness.summary",
 }
