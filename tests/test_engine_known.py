@@ -146,3 +146,25 @@ def test_training_only_layers_are_off():
     assert relative_error(jac, first) < 1e-5
     plain = keras.Sequential([keras.Input((8,)), model.get_layer("d1"), model.get_layer("head")])
     assert relative_error(gradient_gram(plain, x, y, loss=case.loss).total, first) < 1e-6
+
+
+def test_the_logit_gradient_forces_minus_one_in_the_output_layer_block():
+    """Where a layer's input kernel is positive for all pairs (the output layer sees post-ReLU
+    activations, a_i·a_j > 0), its block is (a_i·a_j)(δ_i·δ_j) with δ = p − e_y: at initialization
+    (p ≈ uniform) δ_i·δ_j < 0 for every pair of different classes and > 0 within a class, so that
+    block's sign stiffness is exactly −1 between and +1 within; the total stays clearly negative
+    between classes (the hidden layers' blocks soften it)."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    rng = np.random.default_rng(0)
+    idx = np.concatenate([rng.choice(np.flatnonzero(data.target == c), 20, replace=False) for c in range(10)])
+    x, y = (data.data[idx] / 16.0).astype(np.float32), data.target[idx].astype(np.int64)
+    result = gradient_gram(paper_mlp(), x, y, loss=logits_loss())
+    same = y[:, None] == y[None, :]
+    pairs = ~np.eye(len(y), dtype=bool)
+    out = np.sign(result.per_layer[list(result.per_layer)[-1]])
+    assert np.all(out[~same] == -1.0) and np.all(out[same] == 1.0)
+    total = np.sign(result.total)
+    assert total[same & pairs].mean() == pytest.approx(1.0, abs=0.01)
+    assert total[~same].mean() < -0.3
