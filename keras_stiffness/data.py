@@ -1,7 +1,8 @@
 """Load classification data as standardized NumPy arrays: the embedded digits, TFDS, or an ``.npz``.
 
 NumPy only at import: scikit-learn (digits) and TensorFlow Datasets (``tfds:``) are imported inside
-the functions that need them, so ``import keras_stiffness.data`` never imports TensorFlow.
+the functions that need them, so ``import keras_stiffness.data`` never imports TensorFlow. The TFDS
+reader lives in :mod:`keras_stiffness.data_tfds`, imported only for ``tfds:`` sources.
 
 Three sources, one result (:class:`DataSplits`):
 
@@ -18,8 +19,6 @@ the paper ("inputs standardized"). Labels are int64 in ``0..C-1``.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import os
 import re
 import zipfile
@@ -198,7 +197,9 @@ def load_data(
     elif kind == "npz":
         x, y, x_val, y_val, class_names = _load_npz(name)
     else:
-        x, y, x_val, y_val, class_names = _load_tfds(name, split, data_dir, val_fraction, max_train)
+        from keras_stiffness.data_tfds import load_tfds
+
+        x, y, x_val, y_val, class_names = load_tfds(name, split, data_dir, val_fraction, max_train)
 
     if x_val is None and val_fraction > 0:
         n_val = int(round(len(x) * val_fraction))
@@ -510,113 +511,6 @@ def _check_pair(x, y, xname, yname, path):
             f"Received: {path!r} with {len(x)} rows in {xname} and {len(y)} in {yname}; expected "
             "one label per example."
         )
-
-
-def _load_tfds(name, split, data_dir, val_fraction, max_train):
-    import tensorflow_datasets as tfds
-
-    base = name.split("/")[0]
-    known = tfds.list_builders(with_community_datasets=False)
-    if base not in known:
-        close = difflib.get_close_matches(base, known, n=5, cutoff=0.6)
-        hint = f" Close matches: {', '.join(close)}." if close else ""
-        raise ValueError(
-            f"Received: source='tfds:{name}', but {base!r} is not a TensorFlow Datasets builder; "
-            f"expected a registered image classification set such as mnist, fashion_mnist, cifar10 "
-            f"or cifar100.{hint} See tfds.list_builders()."
-        )
-    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
-    builder = tfds.builder(name, data_dir=data_dir)
-    image_key, label_key = _image_label_keys(builder, name)
-    class_names = [str(s) for s in builder.info.features[label_key].names]
-    splits = set(builder.info.splits.keys())  # empty when unknown (not prepared, or mocked)
-    split_base = re.split(r"[\[+|]", split)[0]
-    if splits and split_base not in splits:
-        raise ValueError(
-            f"Received: split {split!r} for 'tfds:{name}'; expected one of {sorted(splits)}. "
-            f"Write e.g. 'tfds:{name}:train'."
-        )
-    has_test = split_base != "test" and (not splits or "test" in splits)
-    limit = max_train
-    if max_train is not None and not has_test and val_fraction > 0:
-        limit = math.ceil(max_train / (1.0 - val_fraction))
-    x, y = _read_tfds_split(builder, name, split, image_key, label_key, limit)
-    x_val = y_val = None
-    if has_test:
-        x_val, y_val = _read_tfds_split(builder, name, "test", image_key, label_key, None)
-    return x, y, x_val, y_val, class_names
-
-
-def _image_label_keys(builder, name):
-    import tensorflow_datasets as tfds
-
-    features = builder.info.features
-    kinds = {k: type(f).__name__ for k, f in features.items()}
-    keys = builder.info.supervised_keys
-    if (
-        isinstance(keys, tuple)
-        and len(keys) == 2
-        and all(isinstance(k, str) and k in features for k in keys)
-        and isinstance(features[keys[0]], tfds.features.Image)
-        and isinstance(features[keys[1]], tfds.features.ClassLabel)
-    ):
-        image_key, label_key = keys
-    else:
-        images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
-        labels = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
-        image_key = "image" if "image" in images else (images[0] if len(images) == 1 else None)
-        label_key = "label" if "label" in labels else (labels[0] if len(labels) == 1 else None)
-        if image_key is None or label_key is None:
-            raise ValueError(
-                f"Received: source='tfds:{name}' with features {kinds}; expected an image "
-                "classification set with one Image and one ClassLabel feature. Export other data "
-                "to an .npz (x, y) instead."
-            )
-    shape = features[image_key].shape
-    if any(d is None for d in shape):
-        raise ValueError(
-            f"Received: source='tfds:{name}' whose images have variable shape {shape}; expected a "
-            "fixed image shape. Resize the images and export them to an .npz (x, y) instead."
-        )
-    return image_key, label_key
-
-
-def _read_tfds_split(builder, name, split, image_key, label_key, limit):
-    import tensorflow_datasets as tfds
-
-    try:
-        ds = builder.as_dataset(split=split, shuffle_files=False)
-    except AssertionError as err:  # TFDS signals "not prepared" with an AssertionError
-        if builder.is_prepared():
-            raise
-        raise DataNotFoundError(_not_found_message(name, builder)) from err
-    if limit is not None:
-        ds = ds.take(limit)
-    ds = ds.map(lambda ex: (ex[image_key], ex[label_key])).batch(4096)
-    xs, ys = [], []
-    for xb, yb in tfds.as_numpy(ds):
-        xs.append(xb)
-        ys.append(yb)
-    if not xs:
-        raise ValueError(
-            f"Received: split {split!r} of 'tfds:{name}' with no examples; expected a non-empty "
-            "split. Choose another split."
-        )
-    x = np.concatenate(xs)
-    return x, normalize_labels(np.concatenate(ys), "label")
-
-
-def _not_found_message(name, builder):
-    searched = os.fspath(builder.data_dir)
-    return (
-        f"Received: source='tfds:{name}', but the TFDS dataset {name!r} is not prepared: looked in "
-        f"{searched!r} (data_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets); expected its "
-        "prepared files there, and this toolkit never downloads. How to fix: on a machine with "
-        f"network run `tfds build {name}` (or `python -c \"import tensorflow_datasets as tfds; "
-        f"tfds.load('{name}')\"`), copy the resulting data directory (default "
-        "~/tensorflow_datasets) here, then pass --data-dir DIR (data_dir=DIR) or set "
-        "TFDS_DATA_DIR=DIR."
-    )
 
 
 # ----------------------------------------------------------------------------------------------

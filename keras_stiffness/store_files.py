@@ -1,0 +1,242 @@
+"""Files, names and locks behind :mod:`keras_stiffness.store`.
+
+h5py, NumPy and the standard library only. These helpers create a run file under a temporary name
+and publish it, open one for reading (normally, or in SWMR mode while a writer has it), copy or
+shorten one when a run is resumed, and hold or test the ``flock`` that marks a file as in use. The
+reasons behind them are in the docstring of :mod:`keras_stiffness.store`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+from typing import Optional, Tuple
+
+import h5py
+import numpy as np
+
+from keras_stiffness import __version__
+from keras_stiffness.store_layout import (
+    NotARunError, RunInfo, RunInUseError, attr_str, series_names, write_layout,
+)
+
+try:  # POSIX advisory locks; elsewhere the in-use checks are skipped.
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+LIBVER = ("v110", "v110")
+#: HDF5's message for a file whose writer is still running or died without closing it.
+_OPEN_FOR_WRITE = "already open for write"
+#: Rows copied at once when a crashed file is rewritten (bounded to about 16 MiB).
+_COPY_BYTES = 16 * 2**20
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _check_target(path: str, overwrite: bool) -> None:
+    """Refuse, before writing anything, a path where a new run file cannot be created."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        ancestor = parent
+        while not os.path.exists(ancestor):
+            ancestor = os.path.dirname(ancestor)
+        if not os.path.isdir(ancestor):
+            raise NotADirectoryError(
+                f"Received: path={path!r}; expected a path in a directory, but {ancestor!r} is a "
+                "file. Choose another path."
+            )
+        raise FileNotFoundError(
+            f"Received: path={path!r}; expected a path in an existing directory, but {parent!r} "
+            "does not exist. Create it first (os.makedirs(directory, exist_ok=True))."
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"Received: path={path!r}; expected a writable directory, but {parent!r} is not "
+            "writable. Choose another directory or change its permissions."
+        )
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"Received: path={path!r}, which is a directory; expected a file path such as "
+            f"{os.path.join(path, 'run.h5')!r}."
+        )
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(
+            f"Received: path={path!r}, which already exists; expected a new file. Pass "
+            "overwrite=True to replace it, or use RunWriter.resume(path, info, from_step=...) to "
+            "continue it."
+        )
+
+
+def _new_file(path: str) -> Tuple[h5py.File, str]:
+    """A new HDF5 file under a unique temporary name next to ``path``."""
+    directory, base = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; a run file is an ordinary file
+    try:
+        return h5py.File(tmp, "w", libver=LIBVER), tmp
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def _publish(tmp: str, path: str, overwrite: bool) -> None:
+    """Give the finished temporary file its final name (atomically; never clobber unless asked)."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # fails if path appeared meanwhile
+    except FileExistsError:
+        raise FileExistsError(
+            f"Received: path={path!r}, which was created by someone else meanwhile; expected a new "
+            "file. Pass overwrite=True to replace it."
+        ) from None
+    except OSError:  # no hard links on this file system
+        if os.path.lexists(path):
+            raise FileExistsError(f"Received: path={path!r}, which already exists; expected a new "
+                                  "file. Pass overwrite=True to replace it.") from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _open_for_reading(path: str) -> Tuple[h5py.File, bool]:
+    """Open read-only; returns (file, opened in SWMR mode).
+
+    A normal open comes first: SWMR read mode retries failed reads for a long time, so opening a
+    truncated file that way can hang. Only a file HDF5 reports as open for writing (a live writer
+    or one that died) is opened in SWMR mode.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Received: path={path!r}, which does not exist; expected a run file.")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"Received: path={path!r}, a directory; expected a run file.")
+    if not h5py.is_hdf5(path):
+        raise NotARunError(
+            f"Received: {path!r}, which is not an HDF5 file; expected a keras_stiffness run file "
+            "(.h5) written by RunWriter or StiffnessCallback."
+        )
+    try:
+        return h5py.File(path, "r"), False
+    except OSError as e:
+        error = e
+    if _OPEN_FOR_WRITE in str(error):
+        try:
+            return h5py.File(path, "r", swmr=True), True
+        except OSError as e:
+            raise NotARunError(
+                f"Received: {path!r}, which HDF5 marks as open for writing but not in SWMR mode "
+                f"({e}); expected a run file that is closed or being appended to. If a process is "
+                "modifying it, try again when it is done; if that process died, clear the mark "
+                f"with the HDF5 tool `h5clear -s {path}`."
+            ) from None
+    raise NotARunError(
+        f"Received: {path!r}, which HDF5 cannot open ({error}); expected a complete run file. It "
+        "may be truncated or damaged: copy it again, or re-create it."
+    )
+
+
+def _rewrite(src: h5py.File, path: str, info: RunInfo, keep: int, record: dict) -> h5py.File:
+    """Copy the first ``keep`` rows of a file whose writer died into a fresh file at ``path``."""
+    file, tmp = _new_file(path)
+    try:
+        write_layout(file, info, __version__)
+        for name in src.attrs:
+            file.attrs[name] = src.attrs[name]
+        for name in series_names(info.save_gram):
+            source, target = src[name], file[name]
+            target.resize(keep, axis=0)
+            row_bytes = source.dtype.itemsize * int(np.prod(source.shape[1:]))
+            rows = max(1, _COPY_BYTES // max(1, row_bytes))
+            for start in range(0, keep, rows):
+                stop = min(keep, start + rows)
+                target[start:stop] = source[start:stop]
+        _add_resume_record(file, record)
+        file.flush()
+        file.swmr_mode = True
+        os.replace(tmp, path)
+    except BaseException:
+        file.close()
+        _remove_quietly(tmp)
+        raise
+    return file
+
+
+def _shorten_in_place(path: str, names: Tuple[str, ...], keep: int, record: dict) -> h5py.File:
+    """Open a cleanly closed run for writing, keep its first ``keep`` rows, enter SWMR mode."""
+    file = h5py.File(path, "r+", libver=LIBVER)
+    try:
+        for name in names:
+            file[name].resize(keep, axis=0)
+        _add_resume_record(file, record)
+        file.flush()
+        file.swmr_mode = True
+    except BaseException:
+        file.close()
+        raise
+    return file
+
+
+def _add_resume_record(f: h5py.File, record: dict) -> None:
+    history = json.loads(attr_str(f, "resumed")) if "resumed" in f.attrs else []
+    f.attrs["resumed"] = json.dumps(history + [record])
+
+
+def _check_not_in_use(path: str, action: str) -> None:
+    """Raise RunInUseError if another process (writer or HDF5 reader) holds a lock on ``path``."""
+    if fcntl is None:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RunInUseError(
+            f"Received: {action} of {path!r}, which is open elsewhere (a writer still running, "
+            "or a reader, maybe in this process); expected a file nobody is using. Stop that "
+            "writer or close the reader, then try again."
+        ) from None
+    except OSError:  # locks unsupported on this file system
+        pass
+    finally:
+        os.close(fd)  # also releases the lock
+
+
+def _hold_shared_lock(path: str) -> Optional[int]:
+    """A shared lock that marks the file as in use while this writer lives (best effort)."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        pass
+    return fd
+
+
+def _release_lock(fd: Optional[int]) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
