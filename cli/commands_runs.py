@@ -84,10 +84,17 @@ def plot_command(runs, out, measure, at, match, sweep_out):
         for written in plot_run(str(path), out_dir, at=indices, measure=measure, prefix=prefix):
             click.echo(str(written))
     if len(runs) > 1:
-        if sweep_out is None:
+        asked = sweep_out is not None
+        if not asked:
             parent = out or os.path.commonpath([str(pathlib.Path(p).resolve().parent) for p in runs])
             sweep_out = pathlib.Path(parent) / "lr-sweep.png"
-        click.echo(str(plot_sweep(list(runs), sweep_out, measure=measure, match=match)))
+        try:
+            click.echo(str(plot_sweep(list(runs), sweep_out, measure=measure, match=match)))
+        except ValueError as exc:
+            if asked:  # the user asked for the sweep figure: not drawing it is an error
+                raise
+            # Several unrelated runs (not one learning-rate sweep): their own figures are the result.
+            click.echo(f"Note: no learning-rate sweep figure: {exc}", err=True)
 
 
 def run_to_dict(run, path: str) -> dict:

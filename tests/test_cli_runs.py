@@ -176,3 +176,18 @@ def test_train_cnn_without_figures(tmp_path):
     with open_run(str(run_dir / "run.h5")) as run:
         assert run.layers == ("conv1", "conv2", "conv3", "output")
         assert run.config["train"]["arch"] == "cnn"
+
+
+def test_plot_of_unrelated_runs_skips_the_sweep_figure_with_a_note(tmp_path):
+    """Two runs that are not one learning-rate sweep (different layers): each run's figures, a note on
+    stderr instead of the sweep figure, exit 0; asking for the sweep explicitly is an error."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    mlp = os.path.join(root, "saved_runs", "mlp-digits-lr0.001", "run.h5")
+    cnn = os.path.join(root, "saved_runs", "cnn-digits-lr0.001", "run.h5")
+    result = CliRunner().invoke(cli, ["plot", str(mlp), str(cnn), "--out", str(tmp_path / "figs")])
+    assert result.exit_code == 0, result.output
+    assert "no learning-rate sweep figure" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "figs" / "lr-sweep.png").exists()
+    result = CliRunner().invoke(cli, ["plot", str(mlp), str(cnn), "--out", str(tmp_path / "again"),
+                                       "--sweep-out", str(tmp_path / "sweep.png")])
+    assert result.exit_code == 1 and "different distance spaces" in result.stderr
