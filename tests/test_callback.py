@@ -238,3 +238,34 @@ def test_tensorboard_output(tmp_path, data):
                 tags.add(value.tag)
     assert {"stiffness_within_cos", "stiffness_train_val_between_sign", "stiffness_class_matrix_sign",
             "stiffness_pairwise_cos"} <= tags
+
+
+def test_only_the_chief_writes_under_multi_worker_training(tmp_path, data, monkeypatch):
+    """A worker that is not the chief (TF_CONFIG task) measures but never writes the run file."""
+    import json
+
+    x, y, _, _, probes = data
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 1}}))
+    model = make_model()
+    cb = StiffnessCallback(probes, str(tmp_path / "worker1.h5"), distances=False)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[cb])
+    assert len(cb.measurements) == 2 and not (tmp_path / "worker1.h5").exists()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}}))
+    cb = StiffnessCallback(probes, str(tmp_path / "worker0.h5"), distances=False)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[cb])
+    with open_run(str(tmp_path / "worker0.h5")) as run:
+        assert len(run) == 2
+
+
+def test_works_under_a_mirrored_strategy(tmp_path, data):
+    import tensorflow as tf
+
+    x, y, _, _, probes = data
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        model = make_model()
+    cb = StiffnessCallback(probes, str(tmp_path / "mirrored.h5"), distances=False)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[cb])
+    with open_run(str(tmp_path / "mirrored.h5")) as run:
+        assert len(run) == 2 and np.isfinite(run.series("within")).all()
