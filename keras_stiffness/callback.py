@@ -143,7 +143,12 @@ class StiffnessCallback(keras.callbacks.Callback):
         self.resume = bool(resume)
         self.run_config = dict(run_config or {})
         if self.path is not None:
-            check_writable(self.path, overwrite=self.overwrite or self.resume)
+            check_writable(
+                self.path,
+                overwrite=self.overwrite or self.resume,
+                exists_fix="Pass overwrite=True to replace it, or resume=True to append to it, or "
+                "choose another path.",
+            )
         self.measurements: list = []
         #: Wall seconds spent in each measurement (computing, logging and writing), successful or not.
         self.seconds: list = []

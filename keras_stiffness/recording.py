@@ -32,34 +32,22 @@ def log_scalars(m: Measurement) -> Dict[str, float]:
     return out
 
 
-def check_writable(path: str, *, overwrite: bool) -> None:
+def check_writable(path: str, *, overwrite: bool, exists_fix: str = "") -> None:
     """Fail early, before any training, when ``path`` cannot be written as a new run file.
+
+    The run store's own check (:func:`keras_stiffness.store_files.check_target`), called at
+    construction time by the callback and before any work by ``kstiff analyze --out``.
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False.
         FileNotFoundError: The directory does not exist.
+        NotADirectoryError: A parent of ``path`` is a file.
         PermissionError: The directory is not writable.
         IsADirectoryError: ``path`` is a directory.
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"Received path={path!r}, which is a directory; expected a file path such as run.h5.")
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            f"Received path={path!r} in directory {directory!r}, which does not exist; expected an "
-            "existing directory. Fix: create it first (mkdir -p)."
-        )
-    if not os.access(directory, os.W_OK):
-        raise PermissionError(
-            f"Received path={path!r} in directory {directory!r}, which is not writable; expected a "
-            "writable directory."
-        )
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(
-            f"Received path={path!r}, which already exists; expected a new file. Fix: pass "
-            "overwrite=True to replace it (or resume=True to append to it), or choose another path."
-        )
+    from keras_stiffness.store_files import check_target
+
+    check_target(os.fspath(path), overwrite, exists_fix=exists_fix)
 
 
 def make_run_info(m: Measurement, probes, description: dict, *, rules: dict, config: dict,

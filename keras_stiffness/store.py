@@ -34,7 +34,7 @@ from keras_stiffness.store_checks import (
     _check_info, _read_info, check_format, check_resumable, measurement_row,
 )
 from keras_stiffness.store_files import (
-    _check_not_in_use, _check_target, _hold_shared_lock, _new_file, _now, _open_for_reading,
+    _check_not_in_use, check_target, _hold_shared_lock, _new_file, _now, _open_for_reading,
     _publish, _release_lock, _remove_quietly, _rewrite, _shorten_in_place,
 )
 from keras_stiffness.store_layout import (
@@ -109,7 +109,7 @@ class RunWriter:
         """
         path = os.fspath(path)
         _check_info(info)
-        _check_target(path, overwrite)
+        check_target(path, overwrite)
         if overwrite and os.path.exists(path):
             _check_not_in_use(path, "overwrite")
         file, tmp = _new_file(path)

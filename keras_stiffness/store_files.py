@@ -38,8 +38,17 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _check_target(path: str, overwrite: bool) -> None:
-    """Refuse, before writing anything, a path where a new run file cannot be created."""
+def check_target(path: str, overwrite: bool, *, exists_fix: str = "") -> None:
+    """Refuse, before writing anything, a path where a new run file cannot be created.
+
+    Args:
+        path: The run file to create.
+        overwrite: Whether an existing file may be replaced.
+        exists_fix: How the caller's user fixes an existing file (default: the RunWriter's way).
+
+    Raises:
+        FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError, FileExistsError.
+    """
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         ancestor = parent
@@ -66,9 +75,9 @@ def _check_target(path: str, overwrite: bool) -> None:
         )
     if os.path.lexists(path) and not overwrite:
         raise FileExistsError(
-            f"Received: path={path!r}, which already exists; expected a new file. Pass "
-            "overwrite=True to replace it, or use RunWriter.resume(path, info, from_step=...) to "
-            "continue it."
+            f"Received: path={path!r}, which already exists; expected a new file. "
+            + (exists_fix or "Pass overwrite=True to replace it, or use RunWriter.resume(path, info, "
+               "from_step=...) to continue it.")
         )
 
 

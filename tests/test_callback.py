@@ -161,7 +161,7 @@ def test_existing_file_and_bad_paths_fail_at_construction(tmp_path, data):
         StiffnessCallback(probes, str(tmp_path / "missing" / "run.h5"))
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(NotADirectoryError, match="is a file"):
         StiffnessCallback(probes, str(blocker / "run.h5"))
     with pytest.raises(TypeError, match="ProbeSet"):
         StiffnessCallback((np.zeros((4, 12)), np.zeros(4)))
