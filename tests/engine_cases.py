@@ -218,6 +218,17 @@ def conv2d_channels_first():
     )
 
 
+def conv2d_channels_first_bias_on_last_axis():
+    """3 filters on a 3×3 output: Keras' TF ops.add then adds the bias along the LAST spatial axis
+    (its bias_add shortcut picks NHWC when shape[-1] == filters); the Gram must follow the model."""
+    return _seq(
+        (3, 7, 7),
+        L.Conv2D(3, 2, strides=2, data_format="channels_first", activation="relu", name="cf_quirk"),
+        L.Flatten(),
+        L.Dense(3, name="head"),
+    )
+
+
 def conv3d():
     return _seq(
         (4, 5, 5, 2),
@@ -426,6 +437,8 @@ CASES = [
     Case("conv1d", conv1d, normal(16, 3), classes(3), loss=LOGITS),
     Case("conv2d", conv2d, normal(8, 8, 4), classes(3), loss=LOGITS),
     Case("conv2d_channels_first", conv2d_channels_first, normal(3, 7, 7), classes(3), loss=LOGITS),
+    Case("conv2d_channels_first_bias_on_last_axis", conv2d_channels_first_bias_on_last_axis, normal(3, 7, 7),
+         classes(3), loss=LOGITS),
     Case("conv3d", conv3d, normal(4, 5, 5, 2), classes(3), loss=LOGITS),
     Case("depthwise2d", depthwise, normal(7, 7, 3), classes(3), loss=LOGITS),
     Case("depthwise1d", depthwise1d, normal(10, 3), classes(3), loss=LOGITS),

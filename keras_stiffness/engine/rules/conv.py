@@ -91,6 +91,20 @@ def _grads(layer, grad: np.ndarray, n: int) -> np.ndarray:
     return g.reshape(n, -1, g.shape[-1])
 
 
+def bias_gradients(layer, grad: np.ndarray, n: int) -> np.ndarray:
+    """Per-example bias gradients ``(n, filters)``, summed over the axes the bias was broadcast along.
+
+    Keras' TensorFlow ``ops.add`` turns a bias add into ``tf.nn.bias_add(..., "NHWC")`` whenever the
+    output's LAST axis has the bias's size, even for a ``channels_first`` output: the model then adds
+    the bias along its last spatial axis. The gradient follows what the model computes.
+    """
+    g = np.asarray(grad)
+    size = int(np.prod(layer.bias.shape))
+    if layer.data_format == "channels_first" and g.shape[-1] == size:
+        return g.reshape(n, -1, size).sum(axis=1)
+    return _grads(layer, g, n).sum(axis=1)
+
+
 def conv_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
     """Conv1D/2D/3D, grouped or not: kernel Gram summed over groups; bias ``(Σ_t δ)(Σ_s δ)ᵀ``."""
     n = captured.n
@@ -110,7 +124,8 @@ def conv_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
             kernel += positions_gram(pg, d[..., g * gout : (g + 1) * gout])
     out = {layer.kernel.name: kernel}
     if layer.use_bias:
-        out[layer.bias.name] = vector_gram(d.sum(axis=1))
+        bias = sum(bias_gradients(layer, c.grads["out"], n) for c in captured.calls)
+        out[layer.bias.name] = vector_gram(bias)
     return out
 
 
@@ -132,7 +147,8 @@ def depthwise_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
     for call in captured.calls:
         d = _grads(layer, call.grads["out"], n)
         jac = jac + _depthwise_jacobian(layer, _patches(layer, call.inputs), d, n)
-        bias = bias + d.sum(axis=1)
+        if layer.use_bias:
+            bias = bias + bias_gradients(layer, call.grads["out"], n)
     out = {layer.kernel.name: vector_gram(jac)}
     if layer.use_bias:
         out[layer.bias.name] = vector_gram(bias)
@@ -179,7 +195,8 @@ def separable_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
         layer.pointwise_kernel.name: positions_gram(concat_calls(mids), d),
     }
     if layer.use_bias:
-        out[layer.bias.name] = vector_gram(d.sum(axis=1))
+        bias = sum(bias_gradients(layer, c.grads["out"], n) for c in captured.calls)
+        out[layer.bias.name] = vector_gram(bias)
     return out
 
 
