@@ -1,19 +1,8 @@
 """Figures of one run file: the paper's class matrices, stiffness along training, vs distance, ξ, layers.
 
-matplotlib is imported inside the functions. Figures are built as :class:`matplotlib.figure.Figure`
-objects drawn by the Agg canvas (never pyplot), so nothing is shown, no global figure is left open and
-the caller's backend is never switched. Axis letters ``T, P, M, C, L, R, B`` are those of
-:mod:`keras_stiffness.measurement` (``T``: measurements in the run).
-
-Reading conventions shared by every figure:
-
-- Epoch axes: the first measurement is usually at epoch 0 (initialization) and later ones are spaced
-  logarithmically, so when positive epochs span a decade or more the axis is *symlog*: linear from 0 to
-  the first power of ten at or below the smallest positive epoch, logarithmic above. The axis label says
-  so.
-- Train-loss axes are inverted (loss decreases as training proceeds, so time runs left to right) and
-  logarithmic when the losses span a decade. Measurements without a recorded train loss (often the one
-  at initialization) are left out of those panels.
+Axis letters ``T, P, M, C, L, R, B`` are those of :mod:`keras_stiffness.measurement` (``T``:
+measurements in the run). How figures are drawn and the reading conventions shared by every figure
+(epoch and train-loss axes) are in :mod:`keras_stiffness.plots_common`.
 """
 
 from __future__ import annotations

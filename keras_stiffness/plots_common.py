@@ -11,9 +11,10 @@ Reading conventions shared by every figure:
   logarithmically, so when positive epochs span a decade or more the axis is *symlog*: linear from 0 to
   the first power of ten at or below the smallest positive epoch, logarithmic above. The axis label says
   so.
-- Train-loss axes are inverted (loss decreases as training proceeds, so time runs left to right) and
-  logarithmic when the losses span a decade. Measurements without a recorded train loss (often the one
-  at initialization) are left out of those panels.
+- Train-loss axes show the training probes' loss at each measurement (``probe_loss``; fit's logged
+  loss for runs without it), inverted (time runs left to right) and logarithmic when the losses span a
+  decade; points are not joined, since the loss is not monotone in time. Measurements without a loss
+  are left out of those panels.
 """
 
 from __future__ import annotations
