@@ -102,7 +102,12 @@ def jacobian_rows(tape, target, variables: Sequence, use_pfor: bool = True) -> L
 
 
 def _tf_variable(variable):
-    """The backend ``tf.Variable`` behind a Keras variable (tapes watch only those)."""
+    """The ``tf.Variable`` a tape can watch: a plain one as is, the backend one behind a Keras variable
+    (on a plain ``tf.Variable``, ``.value`` is a method, not the variable)."""
+    import tensorflow as tf
+
+    if isinstance(variable, tf.Variable):
+        return variable
     return getattr(variable, "value", variable)
 
 
