@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional, Protocol, Sequence, Union, ru
 
 import numpy as np
 
-from keras_stiffness.engine.api import GramResult, check_probes, parse_method
+from keras_stiffness.engine.api import GramResult, check_losses, check_probes, parse_method, total_of
 
 LayerSelection = Union[str, Sequence[str]]
 
@@ -213,16 +213,12 @@ class FunctionAdapter:
         per_layer, losses = jacobian_grams(
             lambda lo, hi: self.per_example_loss(x[lo:hi], y[lo:hi]), self.groups, len(x)
         )
-        bad = ~np.isfinite(losses)
-        if bad.any():
-            raise ValueError(
-                f"The per-example loss is NaN/Inf for {int(bad.sum())} probe(s); expected finite losses."
-            )
-        total = np.zeros((len(x), len(x)))
-        for g in per_layer.values():
-            total += g
+        check_losses(losses, getattr(self.per_example_loss, "__name__", "per_example_loss"))
         rules = {name: "jacobian" for name in per_layer}
-        return GramResult(total=total, per_layer=per_layer, rules=rules, method="jacobian", losses=losses)
+        return GramResult(
+            total=total_of(per_layer, len(x)), per_layer=per_layer, rules=rules, method="jacobian",
+            losses=losses,
+        )
 
     def representations(self, x: np.ndarray, layers: LayerSelection = "all") -> Dict[str, np.ndarray]:
         reps = {"input": _flat(x)}

@@ -205,10 +205,8 @@ def gradient_gram(
         rules = {u.name: "jacobian" for u in units}
     else:
         per_layer, losses, rules = _structured(model, units, x, y, per_example_loss, chunk_size)
-    _check_losses(losses, loss_name)
-    total = np.zeros((len(x), len(x)))
-    for g in per_layer.values():
-        total += g
+    check_losses(losses, loss_name)
+    total = total_of(per_layer, len(x))
     return GramResult(total=total, per_layer=per_layer, rules=rules, method=method_used.value, losses=losses)
 
 
@@ -252,7 +250,16 @@ def _sum(blocks: Dict[str, np.ndarray], n: int) -> np.ndarray:
     return total
 
 
-def _check_losses(losses: np.ndarray, loss_name: str) -> None:
+def total_of(per_layer: Dict[str, np.ndarray], n: int) -> np.ndarray:
+    """The total Gram: the sum of the per-layer blocks (a new array; the blocks are left as they are)."""
+    total = np.zeros((n, n))
+    for g in per_layer.values():
+        total += g
+    return total
+
+
+def check_losses(losses: np.ndarray, loss_name: str) -> None:
+    """Raise ValueError when any per-example loss is NaN/Inf (naming how many and the first)."""
     bad = ~np.isfinite(losses)
     if bad.any():
         raise ValueError(
