@@ -4,24 +4,29 @@ The command-line code lives in the top-level folder ``cli/`` but is installed as
 subpackage ``keras_stiffness.cli`` so the package never claims the bare name ``cli``.
 """
 
-from setuptools import setup
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+# The version is defined once, in keras_stiffness/version.py; read it without importing the package.
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"', (HERE / "keras_stiffness" / "version.py").read_text(encoding="utf-8"), re.M
+).group(1)
 
 setup(
     name="keras_stiffness",
-    version="0.1.0",
+    version=VERSION,
     description=(
         "Measure stiffness (per-example gradient alignment) of TensorFlow/Keras models "
         "during and after training."
     ),
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=[
-        "keras_stiffness",
-        "keras_stiffness.engine",
-        "keras_stiffness.engine.rules",
-        "keras_stiffness.cli",
-    ],
+    license="Apache-2.0",
+    packages=find_packages(include=["keras_stiffness", "keras_stiffness.*"]) + ["keras_stiffness.cli"],
     package_dir={"keras_stiffness.cli": "cli"},
     install_requires=[
         "tensorflow>=2.16",

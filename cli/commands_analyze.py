@@ -53,11 +53,11 @@ dict; modules are imported from the current folder too), unless Keras already kn
 @format_option
 def analyze_command(model_path, data, data_dir, per_class, val_per_class, seed, layers, metric, bins,
                     loss, unsafe, custom_specs, out, overwrite, fmt):
-    from keras_stiffness.analysis import (
+    from keras_stiffness.app.analysis import (
         analysis_result, analyze, check_model_fits, load_model, model_input_shape, parse_custom_objects,
         write_measurement,
     )
-    from keras_stiffness.recording import check_writable
+    from keras_stiffness.callback.recording import check_writable
 
     if out is not None:
         if os.path.exists(out) and not overwrite:
@@ -77,11 +77,11 @@ def analyze_command(model_path, data, data_dir, per_class, val_per_class, seed, 
             "(e.g. --loss sparse_categorical_crossentropy)."
         )
 
-    from keras_stiffness.adapters import KerasAdapter, select_layers
-    from keras_stiffness.data import load_data
-    from keras_stiffness.measure import MeasureConfig
-    from keras_stiffness.report import analysis_text
-    from keras_stiffness.train import make_probes
+    from keras_stiffness.measure.adapters import KerasAdapter, select_layers
+    from keras_stiffness.data.sources import load_data
+    from keras_stiffness.measure.measuring import MeasureConfig
+    from keras_stiffness.app.report import analysis_text
+    from keras_stiffness.app.train import make_probes
 
     dataset = load_data(data, data_dir=data_dir, seed=seed)
     check_model_fits(model, dataset)

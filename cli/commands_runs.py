@@ -68,8 +68,8 @@ def plan_plots(paths: Sequence[str], out: str | None) -> List[tuple]:
 @click.option("--sweep-out", type=click.Path(dir_okay=False), default=None, metavar="PNG",
               help="Path of the sweep figure (with two or more runs).")
 def plot_command(runs, out, measure, at, match, sweep_out):
-    from keras_stiffness.plots import plot_run, plot_sweep
-    from keras_stiffness.store import open_run
+    from keras_stiffness.plots.run_figures import plot_run, plot_sweep
+    from keras_stiffness.store.reader import open_run
 
     indices = None
     if at is not None:
@@ -99,9 +99,9 @@ def plot_command(runs, out, measure, at, match, sweep_out):
 
 def run_to_dict(run, path: str) -> dict:
     """What ``kstiff inspect`` reports about the run as a whole (JSON-ready)."""
-    from keras_stiffness.report import clean
+    from keras_stiffness.app.report import clean
 
-    from keras_stiffness.store import FORMAT
+    from keras_stiffness.store.layout import FORMAT
 
     info = run.info
     config = dict(run.config or {})
@@ -132,8 +132,8 @@ def run_to_dict(run, path: str) -> dict:
 @click.argument("run_path", metavar="RUN.h5", type=click.Path(exists=True, dir_okay=False))
 @format_option
 def inspect_command(run_path, fmt):
-    from keras_stiffness.report import inspect_text, measurement_to_dict
-    from keras_stiffness.store import open_run
+    from keras_stiffness.app.report import inspect_text, measurement_to_dict
+    from keras_stiffness.store.reader import open_run
 
     with open_run(run_path) as run:
         run_dict = run_to_dict(run, run_path)

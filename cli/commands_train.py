@@ -11,7 +11,7 @@ from keras_stiffness.cli.options import (
     data_options, echo_json, format_option, parse_float_list, progress_printer,
 )
 
-# Keep in step with keras_stiffness.train.DEFAULT_EPOCHS (a test checks it); not imported here so
+# Keep in step with keras_stiffness.app.train.DEFAULT_EPOCHS (a test checks it); not imported here so
 # that `kstiff --help` stays instant.
 DEFAULT_EPOCHS = 40
 
@@ -63,8 +63,8 @@ Progress goes to stderr (one line per epoch); the summary (or --format json) to 
 @format_option
 def train_command(data, data_dir, per_class, val_per_class, seed, arch, epochs, lrs, batch_size,
                   every_n_epochs, out, overwrite, no_figures, quiet, fmt):
-    from keras_stiffness.report import train_summary_text
-    from keras_stiffness.train import TrainConfig, check_outputs, run_dir_name, train_sweep
+    from keras_stiffness.app.report import train_summary_text
+    from keras_stiffness.app.train import TrainConfig, check_outputs, run_dir_name, train_sweep
 
     config = TrainConfig(
         data=data, data_dir=data_dir, arch=arch, epochs=epochs, learning_rate=lrs[0],

@@ -18,7 +18,7 @@ DATA_HELP = (
 
 def check_data(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """Validate the form of ``--data`` (usage error, exit 2, for a malformed or missing source)."""
-    from keras_stiffness.data import parse_source
+    from keras_stiffness.data.sources import parse_source
 
     try:
         kind, name, _ = parse_source(value)

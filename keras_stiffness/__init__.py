@@ -3,7 +3,7 @@
 Stiffness (Fort et al., arXiv 1901.09491) asks how a gradient step on one example changes the loss on
 another: the sign and the cosine of ``g_i · g_j`` for per-example loss gradients over all weights.
 
-The public names are imported lazily, so ``import keras_stiffness.stiffness`` (NumPy only) never
+The public names are imported lazily, so ``import keras_stiffness.math.stiffness`` (NumPy only) never
 imports TensorFlow.
 
 Example:
@@ -17,25 +17,26 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from keras_stiffness.version import __version__
 
 _LAZY = {
     "gradient_gram": "keras_stiffness.engine.api",
     "GramResult": "keras_stiffness.engine.api",
     "Method": "keras_stiffness.engine.api",
     "register_rule": "keras_stiffness.engine.registry",
-    "KerasAdapter": "keras_stiffness.adapters",
-    "FunctionAdapter": "keras_stiffness.adapters",
-    "ProbeSet": "keras_stiffness.probes",
-    "StiffnessCallback": "keras_stiffness.callback",
-    "open_run": "keras_stiffness.store",
-    "RunWriter": "keras_stiffness.store",
-    "RunInfo": "keras_stiffness.store",
-    "RunFileError": "keras_stiffness.store",
-    "MeasureConfig": "keras_stiffness.measure",
-    "measure": "keras_stiffness.measure",
-    "Measurement": "keras_stiffness.measurement",
-    "summarize": "keras_stiffness.summary",
+    "KerasAdapter": "keras_stiffness.measure.adapters",
+    "FunctionAdapter": "keras_stiffness.measure.adapters",
+    "ProbeSet": "keras_stiffness.data.probes",
+    "StiffnessCallback": "keras_stiffness.callback.stiffness_callback",
+    "open_run": "keras_stiffness.store.reader",
+    "Run": "keras_stiffness.store.reader",
+    "RunWriter": "keras_stiffness.store.writer",
+    "RunInfo": "keras_stiffness.store.layout",
+    "RunFileError": "keras_stiffness.store.layout",
+    "MeasureConfig": "keras_stiffness.measure.measuring",
+    "measure": "keras_stiffness.measure.measuring",
+    "Measurement": "keras_stiffness.math.record",
+    "summarize": "keras_stiffness.math.summarize",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -15,8 +15,10 @@ import time
 
 import numpy as np
 
-from keras_stiffness.measurement import Measurement
-from keras_stiffness.store import RunInfo, RunWriter, open_run
+from keras_stiffness.math.record import Measurement
+from keras_stiffness.store.layout import RunInfo
+from keras_stiffness.store.reader import open_run
+from keras_stiffness.store.writer import RunWriter
 
 C, P, M, L, R, B, N = 3, 3, 2, 2, 3, 5, 8
 PAIR_SETS = ("train-train", "train-val", "val-val")[:P]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras_stiffness.adapters as adapters_module
+import keras_stiffness.measure.adapters as adapters_module
 from keras_stiffness import FunctionAdapter, KerasAdapter
-from keras_stiffness.adapters import StiffnessAdapter
+from keras_stiffness.measure.adapters import StiffnessAdapter
 
 
 def plain_tf_model(seed=0):

@@ -11,7 +11,7 @@ import pytest
 
 from keras_stiffness import ProbeSet, StiffnessCallback, open_run
 from keras_stiffness.engine.api import gradient_gram
-from keras_stiffness.summary import summarize
+from keras_stiffness.math.summarize import summarize
 
 N_CLASSES = 4
 

@@ -50,7 +50,7 @@ def test_train_help_documents_the_output_layout():
 
 def test_train_default_epochs_match_the_library():
     from keras_stiffness.cli.commands_train import DEFAULT_EPOCHS
-    from keras_stiffness.train import DEFAULT_EPOCHS as LIBRARY_DEFAULT
+    from keras_stiffness.app.train import DEFAULT_EPOCHS as LIBRARY_DEFAULT
 
     assert DEFAULT_EPOCHS == LIBRARY_DEFAULT
 

@@ -88,7 +88,7 @@ def test_analyze_table_layers_and_out(models, tmp_path):
     assert result.exit_code == 0, result.output
     for needle in ("Model: func (Functional)", "train-val", "xi sign", "conv", "Class matrix", str(out)):
         assert needle in result.stdout
-    from keras_stiffness.store import open_run
+    from keras_stiffness.store.reader import open_run
 
     with open_run(str(out)) as saved:
         assert len(saved) == 1 and saved.spaces == ("input", "conv")

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from keras_stiffness.cli.main import cli
-from keras_stiffness.store import RunWriter, open_run
+from keras_stiffness.store.reader import open_run
+from keras_stiffness.store.writer import RunWriter
 
 SMALL = ["--epochs", "3", "--per-class", "10"]
 FIGURES = {"class_matrices.png", "stiffness_vs_training.png", "stiffness_vs_distance.png",

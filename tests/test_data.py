@@ -1,4 +1,4 @@
-"""Tests of keras_stiffness.data: sources, splits, standardization, labels and error messages."""
+"""Tests of keras_stiffness.data.sources: sources, splits, standardization, labels and error messages."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from keras_stiffness import data as data_mod
-from keras_stiffness.data import (
+from keras_stiffness.data import sources as data_mod
+from keras_stiffness.data.sources import (
     DataNotFoundError,
     load_data,
     normalize_labels,
@@ -22,7 +22,7 @@ from keras_stiffness.data import (
 
 def test_import_is_light():
     code = (
-        "import sys, keras_stiffness.data, keras_stiffness.probes; "
+        "import sys, keras_stiffness.data.sources, keras_stiffness.data.probes; "
         "heavy = [m for m in ('tensorflow', 'tensorflow_datasets', 'keras', 'sklearn') "
         "if m in sys.modules]; print(heavy)"
     )

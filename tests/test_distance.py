@@ -5,8 +5,8 @@ import warnings
 import numpy as np
 import pytest
 
-from keras_stiffness import distance
-from keras_stiffness.distance import (
+from keras_stiffness.math import distance
+from keras_stiffness.math.distance import (
     binned_curve, critical_length, critical_length_fit, default_edges, pairwise_distance,
 )
 
@@ -153,7 +153,7 @@ def test_bad_inputs_raise_clear_errors(call, match):
 
 def test_fitted_critical_length_is_not_extrapolated():
     """A nearly flat within-class line crosses zero far beyond the observed distances: NaN."""
-    from keras_stiffness.distance import critical_length_fit
+    from keras_stiffness.math.distance import critical_length_fit
 
     d = np.array([[0.0, 0.2, 0.3], [0.2, 0.0, 0.4], [0.3, 0.4, 0.0]])
     s = 0.5 - 0.01 * d  # zero at d = 50, far beyond 0.4

@@ -11,10 +11,12 @@ import warnings
 import numpy as np
 import pytest
 
-from keras_stiffness import plots, plots_sweep
-from keras_stiffness.distance import critical_length
-from keras_stiffness.measurement import Measurement
-from keras_stiffness.store import RunInfo, RunWriter, open_run
+from keras_stiffness.plots import run_figures as plots, sweep as plots_sweep
+from keras_stiffness.math.distance import critical_length
+from keras_stiffness.math.record import Measurement
+from keras_stiffness.store.layout import RunInfo
+from keras_stiffness.store.reader import open_run
+from keras_stiffness.store.writer import RunWriter
 
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 ALL_SETS = ("train-train", "train-val", "val-val")

@@ -1,4 +1,4 @@
-"""Tests of keras_stiffness.probes.ProbeSet: selection, order, warnings, hash, errors."""
+"""Tests of keras_stiffness.data.probes.ProbeSet: selection, order, warnings, hash, errors."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from keras_stiffness import probes as probes_mod
-from keras_stiffness.data import load_data
-from keras_stiffness.probes import ProbeSet
+from keras_stiffness.data import probes as probes_mod
+from keras_stiffness.data.sources import load_data
+from keras_stiffness.data.probes import ProbeSet
 
 
 def _data(n=120, n_classes=4, shape=(3, 2), seed=0):

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from keras_stiffness import report
-from keras_stiffness.summary import summarize
+from keras_stiffness.app import report
+from keras_stiffness.math.summarize import summarize
 
 
 @pytest.fixture(scope="module")

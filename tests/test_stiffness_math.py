@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_stiffness import distance, stiffness as st, summary
-from keras_stiffness.stiffness import (
+from keras_stiffness.math import distance, stiffness as st, summarize as summary
+from keras_stiffness.math.stiffness import (
     check_measures, class_stiffness, cosine_stiffness, pair_set_blocks, sign_stiffness, stiffness,
     stiffness_matrices, within_between, zero_norm_mask,
 )
@@ -178,7 +178,7 @@ def test_docstring_examples_run(module):
 
 def test_math_modules_do_not_import_heavy_packages():
     code = (
-        "import sys, keras_stiffness.stiffness, keras_stiffness.distance, keras_stiffness.summary; "
+        "import sys, keras_stiffness.math.stiffness, keras_stiffness.math.distance, keras_stiffness.math.summarize; "
         "heavy = [m for m in ('tensorflow', 'keras', 'h5py', 'matplotlib') if m in sys.modules]; "
         "assert not heavy, heavy"
     )

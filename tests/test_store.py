@@ -17,11 +17,13 @@ import h5py
 import numpy as np
 import pytest
 
-from keras_stiffness import store, store_layout
-from keras_stiffness.store import (
+from keras_stiffness.store import layout as store_layout, reader as store
+from keras_stiffness.store.layout import (
     FORMAT, FORMAT_VERSION, FormatVersionError, MeasurementMismatchError, NotARunError,
-    RunFileError, RunInfo, RunInUseError, RunMismatchError, RunWriter, open_run,
+    RunFileError, RunInfo, RunInUseError, RunMismatchError,
 )
+from keras_stiffness.store.reader import open_run
+from keras_stiffness.store.writer import RunWriter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HELPER = os.path.join(HERE, "store_helper.py")

@@ -6,8 +6,8 @@ import warnings
 import numpy as np
 import pytest
 
-from keras_stiffness.measurement import Measurement
-from keras_stiffness.summary import summarize
+from keras_stiffness.math.record import Measurement
+from keras_stiffness.math.summarize import summarize
 
 
 @pytest.fixture(autouse=True)

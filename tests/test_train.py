@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from keras_stiffness import train
-from keras_stiffness.models import build_model, paper_cnn, paper_mlp
+from keras_stiffness.app import train
+from keras_stiffness.app.models import build_model, paper_cnn, paper_mlp
 
 
 def test_paper_architectures():
@@ -67,7 +67,7 @@ def test_check_outputs_refuses_existing_run(tmp_path):
 
 def test_paper_first_findings_on_digits(tmp_path):
     """The slow one (~30 s): the paper's MLP on standardized digits, 30 epochs (Adam 1e-3, batch 32)."""
-    from keras_stiffness.store import open_run
+    from keras_stiffness.store.reader import open_run
 
     config = train.TrainConfig(epochs=30, every_n_epochs=2)
     summary = train.train_run(config, tmp_path / "mlp", figures=False)

@@ -11,7 +11,7 @@ from typing import Dict
 
 import numpy as np
 
-from keras_stiffness.measurement import Measurement
+from keras_stiffness.math.record import Measurement
 
 _PREFIX = {"train-train": "stiffness", "train-val": "stiffness_train_val", "val-val": "stiffness_val_val"}
 
@@ -35,7 +35,7 @@ def log_scalars(m: Measurement) -> Dict[str, float]:
 def check_writable(path: str, *, overwrite: bool, exists_fix: str = "") -> None:
     """Fail early, before any training, when ``path`` cannot be written as a new run file.
 
-    The run store's own check (:func:`keras_stiffness.store_files.check_target`), called at
+    The run store's own check (:func:`keras_stiffness.store.files.check_target`), called at
     construction time by the callback and before any work by ``kstiff analyze --out``.
 
     Raises:
@@ -45,16 +45,16 @@ def check_writable(path: str, *, overwrite: bool, exists_fix: str = "") -> None:
         PermissionError: The directory is not writable.
         IsADirectoryError: ``path`` is a directory.
     """
-    from keras_stiffness.store_files import check_target
+    from keras_stiffness.store.files import check_target
 
     check_target(os.fspath(path), overwrite, exists_fix=exists_fix)
 
 
 def make_run_info(m: Measurement, probes, description: dict, *, rules: dict, config: dict,
                   metric: str, min_count: int, save_gram: bool):
-    """The run file's header (:class:`~keras_stiffness.store.RunInfo`) for measurements like ``m``."""
-    from keras_stiffness.store import RunInfo
-    from keras_stiffness.versions import library_versions
+    """The run file's header (:class:`~keras_stiffness.store.layout.RunInfo`) for measurements like ``m``."""
+    from keras_stiffness.store.layout import RunInfo
+    from keras_stiffness.version import library_versions
 
     summary = description.get("summary", "")
     config = dict(config)
@@ -99,7 +99,7 @@ def write_tensorboard(writer, m: Measurement, gram, probes, config) -> None:
     cosine stiffness, at step ``m.step``."""
     import tensorflow as tf
 
-    from keras_stiffness.stiffness import cosine_stiffness
+    from keras_stiffness.math.stiffness import cosine_stiffness
 
     with writer.as_default(step=int(m.step)):
         for name, value in log_scalars(m).items():

@@ -20,7 +20,7 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
-from keras_stiffness.measurement import MEASURES as MEASURE_NAMES
+from keras_stiffness.math.record import MEASURES as MEASURE_NAMES
 ZERO_NORM_RTOL = 1e-30
 SIGN_RTOL = 1e-12
 

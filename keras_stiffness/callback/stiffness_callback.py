@@ -11,10 +11,10 @@ from typing import Optional, Sequence, Union
 import keras
 import numpy as np
 
-from keras_stiffness.adapters import KerasAdapter
-from keras_stiffness.measure import MeasureConfig, measure
-from keras_stiffness.measurement import Measurement
-from keras_stiffness.schedule import StepSchedule, make_schedule
+from keras_stiffness.measure.adapters import KerasAdapter
+from keras_stiffness.measure.measuring import MeasureConfig, measure
+from keras_stiffness.math.record import Measurement
+from keras_stiffness.callback.schedule import StepSchedule, make_schedule
 
 ScheduleArg = Union[None, str, Sequence[int]]
 
@@ -39,7 +39,7 @@ class StiffnessCallback(keras.callbacks.Callback):
       epochs without a measurement the latest values are repeated.
 
     Args:
-        probes: A :class:`~keras_stiffness.probes.ProbeSet` (its held-out part gives train–val pairs).
+        probes: A :class:`~keras_stiffness.data.probes.ProbeSet` (its held-out part gives train–val pairs).
         path: HDF5 run file to write, or None to keep measurements in memory only
             (:attr:`measurements`).
         every_n_epochs: Measure at the end of every n-th epoch. Default: 1 without a step schedule,
@@ -106,9 +106,9 @@ class StiffnessCallback(keras.callbacks.Callback):
     ):
         super().__init__()
         from keras_stiffness.engine.api import parse_method
-        from keras_stiffness.probes import ProbeSet
-        from keras_stiffness.stiffness import check_measures
-        from keras_stiffness.recording import check_writable
+        from keras_stiffness.data.probes import ProbeSet
+        from keras_stiffness.math.stiffness import check_measures
+        from keras_stiffness.callback.recording import check_writable
 
         if not isinstance(probes, ProbeSet):
             raise TypeError(
@@ -271,7 +271,7 @@ class StiffnessCallback(keras.callbacks.Callback):
         return m
 
     def _record(self, m: Measurement, gram) -> None:
-        from keras_stiffness.recording import log_scalars, write_tensorboard
+        from keras_stiffness.callback.recording import log_scalars, write_tensorboard
 
         self.measurements.append(m)
         self.last_scalars = log_scalars(m)
@@ -287,8 +287,8 @@ class StiffnessCallback(keras.callbacks.Callback):
             write_tensorboard(self._tb, m, gram, self.probes, self.config)
 
     def _open_writer(self, m: Measurement, gram):
-        from keras_stiffness.recording import make_run_info
-        from keras_stiffness.store import RunWriter
+        from keras_stiffness.callback.recording import make_run_info
+        from keras_stiffness.store.writer import RunWriter
 
         info = make_run_info(
             m,

@@ -1,8 +1,8 @@
-"""Gram matrices (+ representations) -> one :class:`~keras_stiffness.measurement.Measurement`. NumPy only.
+"""Gram matrices (+ representations) -> one :class:`~keras_stiffness.math.record.Measurement`. NumPy only.
 
 Every stiffness matrix is computed once per (Gram matrix, measure) and reused for all pair sets, the
 distance curves and the critical lengths. Axis letters ``P, M, C, L, R, B, N`` are those of
-:mod:`keras_stiffness.measurement`.
+:mod:`keras_stiffness.math.record`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from keras_stiffness.distance import (
+from keras_stiffness.math.distance import (
     _check_metric, binned_curve, critical_length, critical_length_fit, default_edges, pairwise_distance,
 )
-from keras_stiffness.measurement import PAIR_SETS, TAGS, Measurement
-from keras_stiffness.stiffness import (
+from keras_stiffness.math.record import PAIR_SETS, TAGS, Measurement
+from keras_stiffness.math.stiffness import (
     _block, _labels, _positive_int, _square, check_measures, class_stiffness, pair_set_blocks,
     stiffness_matrices, within_between,
 )

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from keras_stiffness.measurement import TAGS, Measurement
+from keras_stiffness.math.record import TAGS, Measurement
 
 #: The measure whose critical length fills ``critical_length`` / ``critical_length_fit``.
 PRIMARY_MEASURE = "sign"
@@ -299,7 +299,7 @@ def inspect_text(run: Mapping[str, Any], measurements: Sequence[Mapping[str, Any
 
 
 def train_summary_text(summary: Mapping[str, Any]) -> str:
-    """The short summary ``kstiff train`` prints for one run (from :func:`keras_stiffness.train.train_run`)."""
+    """The short summary ``kstiff train`` prints for one run (from :func:`keras_stiffness.app.train.train_run`)."""
     train, init, end, final = summary["train"], summary["init"], summary["end"], summary["final"]
     lines = [
         f"Run {pathlib.Path(summary['run_dir']).name}: {summary['model']['name']} on {train['data']}, "

@@ -1,8 +1,8 @@
 """Figures of one run file: the paper's class matrices, stiffness along training, vs distance, ξ, layers.
 
-Axis letters ``T, P, M, C, L, R, B`` are those of :mod:`keras_stiffness.measurement` (``T``:
+Axis letters ``T, P, M, C, L, R, B`` are those of :mod:`keras_stiffness.math.record` (``T``:
 measurements in the run). How figures are drawn and the reading conventions shared by every figure
-(epoch and train-loss axes) are in :mod:`keras_stiffness.plots_common`.
+(epoch and train-loss axes) are in :mod:`keras_stiffness.plots.common`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from keras_stiffness.measurement import Measurement
-from keras_stiffness.plots_common import (
+from keras_stiffness.math.record import Measurement
+from keras_stiffness.plots.common import (
     _MEASURE_NAMES, DPI, PAIR_SET_COLORS, RunData, _check_measure, _finite, _fmt, _new_figure, _plain, _pretty,
     _when_parts, beyond_handle, current_train_loss, depth_colors, distance_label, distance_top, empty_note,
     epoch_axis, load_run, loss_axis, plot_xi, run_label, save, style, when, xi_limits, zero_line,
@@ -38,14 +38,14 @@ FILES = ("class_matrices", "stiffness_vs_training", "stiffness_vs_distance", "cr
 
 @contextlib.contextmanager
 def _opened(run_or_path) -> Iterator[object]:
-    """A :class:`~keras_stiffness.store.Run` as given (left open), or opened from a path (then closed)."""
+    """A :class:`~keras_stiffness.store.reader.Run` as given (left open), or opened from a path (then closed)."""
     if hasattr(run_or_path, "series") and hasattr(run_or_path, "measurement"):
         yield run_or_path
         return
     if not isinstance(run_or_path, (str, os.PathLike)):
         raise TypeError(f"Received: run_or_path of type {type(run_or_path).__name__}; expected a path to a "
-                        f"run file (str or os.PathLike) or an open Run from keras_stiffness.store.open_run.")
-    from keras_stiffness.store import open_run
+                        f"run file (str or os.PathLike) or an open Run from keras_stiffness.store.reader.open_run.")
+    from keras_stiffness.store.reader import open_run
 
     with open_run(run_or_path) as run:
         yield run
@@ -317,7 +317,7 @@ def plot_run(run_or_path, out_dir, *, at: Optional[Sequence[int]] = None, measur
     ``layer_stiffness`` (only when it has layers).
 
     Args:
-        run_or_path: Path of a run file, or a Run opened with :func:`keras_stiffness.store.open_run`.
+        run_or_path: Path of a run file, or a Run opened with :func:`keras_stiffness.store.reader.open_run`.
         out_dir: Output directory (created if missing).
         at: Measurement indices for the class matrices (negative counts from the end); default: first,
             middle and last.
@@ -349,7 +349,7 @@ def plot_run(run_or_path, out_dir, *, at: Optional[Sequence[int]] = None, measur
 
 
 def plot_sweep(run_paths: Sequence[str], out_path, *, measure: str = "sign", match: str = "epoch") -> pathlib.Path:
-    """Figure 10: ξ and within-class stiffness vs learning rate; see :mod:`keras_stiffness.plots_sweep`."""
-    from keras_stiffness.plots_sweep import plot_sweep as _plot_sweep
+    """Figure 10: ξ and within-class stiffness vs learning rate; see :mod:`keras_stiffness.plots.sweep`."""
+    from keras_stiffness.plots.sweep import plot_sweep as _plot_sweep
 
     return _plot_sweep(run_paths, out_path, measure=measure, match=match)

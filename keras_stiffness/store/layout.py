@@ -1,14 +1,14 @@
 """The HDF5 run format: names, shapes, RunInfo and the conversions between files and objects.
 
-h5py, NumPy and the standard library only. :mod:`keras_stiffness.store` builds the writer and the
-reader on top of this module, and :mod:`keras_stiffness.store_checks` checks files and measurements
+h5py, NumPy and the standard library only. :mod:`keras_stiffness.store.writer` builds the writer and the
+reader on top of this module, and :mod:`keras_stiffness.store.checks` checks files and measurements
 against it; ``saved_runs/README.md`` documents the format for people who read files without this
 package.
 
-A run file holds one growing row per :class:`~keras_stiffness.measurement.Measurement` along the
+A run file holds one growing row per :class:`~keras_stiffness.math.record.Measurement` along the
 unlimited axis ``measurement``. Every other axis has a coordinate dataset that is an HDF5 dimension
 scale (so xarray/h5netcdf see named dimensions). Axis letters are those of
-:mod:`keras_stiffness.measurement`; their axis names in the file:
+:mod:`keras_stiffness.math.record`; their axis names in the file:
 
 ==========  ==============  ======================================================
 letter      axis name       coordinate values
@@ -33,13 +33,16 @@ import dataclasses
 import datetime
 import json
 import numbers
+import os
 from dataclasses import field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import h5py
 import numpy as np
 
-from keras_stiffness.measurement import TAGS, Measurement
+from keras_stiffness.math.record import TAGS, Measurement
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 FORMAT = "keras_stiffness.run"
 FORMAT_VERSION = 1

@@ -16,11 +16,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from keras_stiffness.data import _check_seed, check_finite, load_data
-from keras_stiffness.probes_checks import (
+from keras_stiffness.data.sources import _check_seed, check_finite, load_data
+from keras_stiffness.data.selection import (
     _check_count, _check_range, _check_xy, _frozen, _resolve_classes, _select, _warn_short,
 )
-from keras_stiffness.probes_dataset import _read_dataset
+from keras_stiffness.data.dataset import _read_dataset
 
 
 class ProbeSet:
@@ -34,7 +34,7 @@ class ProbeSet:
     :attr:`short_classes`.
 
     Inputs are copied as float32 and never standardized here: pass them exactly as the model sees
-    them (see :func:`keras_stiffness.data.load_data`). The probe arrays are read-only, so
+    them (see :func:`keras_stiffness.data.sources.load_data`). The probe arrays are read-only, so
     :attr:`hash` stays valid. No reference to the caller's full arrays is kept.
 
     Args:
@@ -218,7 +218,7 @@ class ProbeSet:
         data_dir: Optional[str] = None,
         seed: int = 0,
     ) -> "ProbeSet":
-        """Build a probe set from a data source of :func:`keras_stiffness.data.load_data`.
+        """Build a probe set from a data source of :func:`keras_stiffness.data.sources.load_data`.
 
         The inputs are standardized as ``load_data`` does (so they match a model trained on its
         output with the same ``seed``), and its held-out split gives the held-out probes.
@@ -245,10 +245,10 @@ class ProbeSet:
     def from_splits(
         cls, data, *, per_class: int = 50, val_per_class: Optional[int] = None, seed: int = 0
     ) -> "ProbeSet":
-        """Build a probe set from loaded :class:`~keras_stiffness.data.DataSplits` (train and held out).
+        """Build a probe set from loaded :class:`~keras_stiffness.data.sources.DataSplits` (train and held out).
 
         Example:
-            >>> from keras_stiffness.data import load_data
+            >>> from keras_stiffness.data.sources import load_data
             >>> ProbeSet.from_splits(load_data("digits"), per_class=5).n_train
             50
         """

@@ -1,8 +1,8 @@
 """Load classification data as standardized NumPy arrays: the embedded digits, TFDS, or an ``.npz``.
 
 NumPy only at import: scikit-learn (digits) and TensorFlow Datasets (``tfds:``) are imported inside
-the functions that need them, so ``import keras_stiffness.data`` never imports TensorFlow. The TFDS
-reader lives in :mod:`keras_stiffness.data_tfds`, imported only for ``tfds:`` sources.
+the functions that need them, so ``import keras_stiffness.data.sources`` never imports TensorFlow. The TFDS
+reader lives in :mod:`keras_stiffness.data.tfds`, imported only for ``tfds:`` sources.
 
 Three sources, one result (:class:`DataSplits`):
 
@@ -197,7 +197,7 @@ def load_data(
     elif kind == "npz":
         x, y, x_val, y_val, class_names = _load_npz(name)
     else:
-        from keras_stiffness.data_tfds import load_tfds
+        from keras_stiffness.data.tfds import load_tfds
 
         x, y, x_val, y_val, class_names = load_tfds(name, split, data_dir, val_fraction, max_train)
 

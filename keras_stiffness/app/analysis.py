@@ -1,7 +1,7 @@
 """Post hoc stiffness of a saved Keras model: the library side of ``kstiff analyze``.
 
 Load a ``.keras`` or legacy ``.h5`` model (with clear errors for the usual ways that fails), check
-that it fits the data, measure once with :func:`keras_stiffness.measure.measure`, and optionally write
+that it fits the data, measure once with :func:`keras_stiffness.measure.measuring.measure`, and optionally write
 the measurement as a one-row run file in the callback's HDF5 format.
 
 TensorFlow, Keras and h5py are imported inside the functions.
@@ -302,7 +302,7 @@ def check_model_fits(model, data) -> None:
 
     Args:
         model: A built Keras model.
-        data: A :class:`~keras_stiffness.data.DataSplits`.
+        data: A :class:`~keras_stiffness.data.sources.DataSplits`.
 
     Raises:
         ValueError: "model expects inputs of shape X, data gives Y", or too few outputs for the
@@ -353,8 +353,8 @@ def analyze(model, probes, config=None, *, loss=None):
 
     Args:
         model: A Keras model.
-        probes: A :class:`~keras_stiffness.probes.ProbeSet`.
-        config: A :class:`~keras_stiffness.measure.MeasureConfig` (default settings when None).
+        probes: A :class:`~keras_stiffness.data.probes.ProbeSet`.
+        config: A :class:`~keras_stiffness.measure.measuring.MeasureConfig` (default settings when None).
         loss: Loss to differentiate; default the model's compiled loss.
 
     Returns:
@@ -363,8 +363,8 @@ def analyze(model, probes, config=None, *, loss=None):
     Raises:
         ValueError: No loss (uncompiled model and ``loss`` None), unknown layer names, bad probes.
     """
-    from keras_stiffness.adapters import KerasAdapter
-    from keras_stiffness.measure import MeasureConfig, measure
+    from keras_stiffness.measure.adapters import KerasAdapter
+    from keras_stiffness.measure.measuring import MeasureConfig, measure
 
     config = config if config is not None else MeasureConfig()
     adapter = KerasAdapter(model, loss=loss)
@@ -374,13 +374,13 @@ def analyze(model, probes, config=None, *, loss=None):
 
 def analysis_result(m, probes, description: dict, *, model_path: str, input_shape: Optional[tuple],
                     metric: str, run_file: Optional[str] = None) -> dict:
-    """The JSON-ready result of ``kstiff analyze`` (see :mod:`keras_stiffness.report` for the shape).
+    """The JSON-ready result of ``kstiff analyze`` (see :mod:`keras_stiffness.app.report` for the shape).
 
     Returns:
         ``{"model", "probes", "measures", "metric", "zero_grad", "pair_sets", "layers", "run_file"}``
         with NaN as ``None``.
     """
-    from keras_stiffness.report import clean, measurement_to_dict
+    from keras_stiffness.app.report import clean, measurement_to_dict
 
     d = measurement_to_dict(m, probes.class_names)
     model_info = {k: v for k, v in description.items() if k != "summary"}
@@ -405,8 +405,8 @@ def write_measurement(path: str, m, gram, probes, description: dict, config, *, 
         FileExistsError: ``path`` exists and ``overwrite`` is False.
         FileNotFoundError / PermissionError: The folder is missing or not writable.
     """
-    from keras_stiffness.recording import check_writable, make_run_info
-    from keras_stiffness.store import RunWriter
+    from keras_stiffness.callback.recording import check_writable, make_run_info
+    from keras_stiffness.store.writer import RunWriter
 
     check_writable(path, overwrite=overwrite)
     info = make_run_info(

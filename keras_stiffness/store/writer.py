@@ -1,9 +1,9 @@
-"""The HDF5 run file: :class:`RunWriter` appends one row per measurement, :func:`open_run` reads.
+"""Writing a run file: :class:`RunWriter` appends one row per measurement (the reader is in ``reader.py``).
 
 h5py and NumPy only (no TensorFlow). The layout, the :class:`RunInfo` record and the errors live in
-:mod:`keras_stiffness.store_layout` and are re-exported here; ``saved_runs/README.md`` documents the
-format. The checks of files and measurements are in :mod:`keras_stiffness.store_checks`, the file,
-name and lock helpers in :mod:`keras_stiffness.store_files`.
+:mod:`keras_stiffness.store.layout`; ``saved_runs/README.md`` documents the format. The checks of
+files and measurements are in :mod:`keras_stiffness.store.checks`, the file, name and lock helpers in
+:mod:`keras_stiffness.store.files`.
 
 How the file stays readable while it grows (HDF5 SWMR, single writer / multiple readers):
 
@@ -21,35 +21,22 @@ How the file stays readable while it grows (HDF5 SWMR, single writer / multiple 
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Dict, Iterator, Optional, Tuple, Union
+from typing import Optional
 
 import h5py
 import numpy as np
 
-from keras_stiffness import __version__
-from keras_stiffness.measurement import TAGS, Measurement
-from keras_stiffness.store_checks import (
-    _check_info, _read_info, check_format, check_resumable, measurement_row,
+from keras_stiffness.math.record import Measurement
+from keras_stiffness.store.checks import check_info, check_resumable, row_arrays
+from keras_stiffness.store.files import (
+    check_not_in_use, check_target, hold_shared_lock, new_file, open_for_reading, publish, release_lock,
+    remove_quietly, rewrite, shorten_in_place, utc_now,
 )
-from keras_stiffness.store_files import (
-    _check_not_in_use, check_target, _hold_shared_lock, _new_file, _now, _open_for_reading,
-    _publish, _release_lock, _remove_quietly, _rewrite, _shorten_in_place,
-)
-from keras_stiffness.store_layout import (
-    ARRAY_FIELDS, FORMAT, FORMAT_VERSION, FormatVersionError, MeasurementMismatchError,
-    NotARunError, RunFileError, RunInfo, RunInUseError, RunMismatchError, attr_str,
-    row_measurement, series_names, write_layout,
-)
+from keras_stiffness.store.layout import PathLike, RunInfo, series_names, write_layout
+from keras_stiffness.version import __version__
 
-__all__ = [
-    "FORMAT", "FORMAT_VERSION", "RunInfo", "RunWriter", "Run", "open_run", "RunFileError",
-    "NotARunError", "FormatVersionError", "RunMismatchError", "MeasurementMismatchError",
-    "RunInUseError",
-]
-
-PathLike = Union[str, "os.PathLike[str]"]
+__all__ = ["RunWriter"]
 
 
 class RunWriter:
@@ -86,7 +73,7 @@ class RunWriter:
         self._n = n_rows
         self._last_step = last_step
         self._datasets = {name: file[name] for name in series_names(info.save_gram)}
-        self._lock_fd = _hold_shared_lock(path)
+        self._lock_fd = hold_shared_lock(path)
 
     @classmethod
     def create(cls, path: PathLike, info: RunInfo, *, overwrite: bool = False) -> "RunWriter":
@@ -108,19 +95,19 @@ class RunWriter:
             RunInUseError: ``overwrite=True`` but another process has the old file open.
         """
         path = os.fspath(path)
-        _check_info(info)
+        check_info(info)
         check_target(path, overwrite)
         if overwrite and os.path.exists(path):
-            _check_not_in_use(path, "overwrite")
-        file, tmp = _new_file(path)
+            check_not_in_use(path, "overwrite")
+        file, tmp = new_file(path)
         try:
             write_layout(file, info, __version__)
             file.flush()
             file.swmr_mode = True
-            _publish(tmp, path, overwrite)
+            publish(tmp, path, overwrite)
         except BaseException:
             file.close()
-            _remove_quietly(tmp)
+            remove_quietly(tmp)
             raise
         return cls(file, path, info, 0, None)
 
@@ -147,7 +134,7 @@ class RunWriter:
             RunInUseError: another process (a writer or a reader) has the file open.
         """
         path = os.fspath(path)
-        _check_info(info)
+        check_info(info)
         if isinstance(from_step, (bool, np.bool_)) or not isinstance(from_step, (int, np.integer)):
             raise TypeError(f"Received: from_step={from_step!r}; expected an int >= 0.")
         if from_step < 0:
@@ -157,8 +144,8 @@ class RunWriter:
                 f"Received: path={path!r}, which does not exist; expected an existing run file to "
                 "resume. Use RunWriter.create(path, info) to start a new run."
             )
-        _check_not_in_use(path, "resume")
-        src, crashed = _open_for_reading(path)
+        check_not_in_use(path, "resume")
+        src, crashed = open_for_reading(path)
         try:
             stored = check_resumable(src, path, info)
             names = series_names(stored.save_gram)
@@ -167,15 +154,15 @@ class RunWriter:
             later = np.flatnonzero(steps >= from_step)
             keep = int(later[0]) if later.size else n
             record = {
-                "time": _now(), "from_step": int(from_step), "rows_kept": keep,
+                "time": utc_now(), "from_step": int(from_step), "rows_kept": keep,
                 "rows_dropped": n - keep, "after_crash": crashed, "library_version": __version__,
             }
             if crashed:
-                file = _rewrite(src, path, stored, keep, record)
+                file = rewrite(src, path, stored, keep, record)
         finally:
             src.close()
         if not crashed:
-            file = _shorten_in_place(path, names, keep, record)
+            file = shorten_in_place(path, names, keep, record)
         return cls(file, path, stored, keep, int(steps[keep - 1]) if keep else None)
 
     @property
@@ -204,7 +191,7 @@ class RunWriter:
                 f"Received: append() on a closed RunWriter for {self.path!r}; expected an open "
                 "writer. Use RunWriter.resume(path, info, from_step=...) to continue the run."
             )
-        row = measurement_row(m, self.info)
+        row = row_arrays(m, self.info)
         step = int(row["step"])
         if self._last_step is not None and step < self._last_step:
             raise ValueError(
@@ -245,7 +232,7 @@ class RunWriter:
             finally:
                 self._file = None
                 self._datasets = {}
-                _release_lock(self._lock_fd)
+                release_lock(self._lock_fd)
                 self._lock_fd = None
 
     def __enter__(self) -> "RunWriter":
@@ -263,169 +250,3 @@ class RunWriter:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<RunWriter {self.path!r}: {self._n} rows, {state}>"
-
-
-def open_run(path: PathLike) -> "Run":
-    """Open a run file for reading (also while a writer is appending to it).
-
-    Example:
-        >>> with open_run("saved_runs/digits_mlp.h5") as run:  # doctest: +SKIP
-        ...     run.series("within").shape
-        (21, 3, 2)
-    """
-    return Run(path)
-
-
-class Run:
-    """A run file opened for reading; a snapshot of its rows that :meth:`refresh` extends.
-
-    The number of rows is the length of the shortest series, so a row a writer is still writing
-    (or was writing when it crashed) is never shown.
-
-    Attributes:
-        path: The run file.
-        format_version: Format version of the file.
-        info: The run's :class:`RunInfo`, rebuilt from the file.
-
-    Example:
-        >>> import os, tempfile
-        >>> import numpy as np
-        >>> info = RunInfo(class_names=["a", "b"], probe_labels=np.array([0, 1, 0, 1]),
-        ...                probe_indices=np.arange(4), probe_is_val=np.zeros(4, bool),
-        ...                probe_hash="abc", pair_sets=("train-train",), measures=("sign", "cos"),
-        ...                layers=("dense",), spaces=("input", "dense"), bins=5,
-        ...                metric="cosine", min_count=1, save_gram=False, config={"epochs": 2})
-        >>> path = os.path.join(tempfile.mkdtemp(), "run.h5")
-        >>> RunWriter.create(path, info).close()
-        >>> with open_run(path) as run:
-        ...     len(run), run.series("class_matrix").shape, run.config
-        (0, (0, 1, 2, 2, 2), {'epochs': 2})
-    """
-
-    def __init__(self, path: PathLike) -> None:
-        """Opens ``path``; prefer :func:`open_run`."""
-        self.path = os.fspath(path)
-        self._file, self._swmr = _open_for_reading(self.path)
-        try:
-            self.format_version = check_format(self._file, self.path)
-            self.info = _read_info(self._file, self.path)
-            self._datasets = {name: self._file[name] for name in series_names(self.info.save_gram)}
-            self._n = self._count()
-        except BaseException:
-            self._file.close()
-            raise
-
-    def _count(self) -> int:
-        return min(ds.shape[0] for ds in self._datasets.values())
-
-    def _open(self) -> h5py.File:
-        if self._file is None:
-            raise ValueError(f"Received: a closed Run for {self.path!r}; expected an open one. "
-                             "Call open_run(path) again.")
-        return self._file
-
-    def refresh(self) -> None:
-        """Pick up rows appended since the file was opened (or last refreshed)."""
-        self._open()
-        if self._swmr:
-            for ds in self._datasets.values():
-                ds.refresh()
-        self._n = self._count()
-
-    @property
-    def n_measurements(self) -> int:
-        """Complete rows visible now (see :meth:`refresh`)."""
-        return self._n
-
-    def __len__(self) -> int:
-        return self._n
-
-    @property
-    def config(self) -> dict:
-        """The run configuration (a copy of ``info.config``)."""
-        return json.loads(json.dumps(self.info.config))
-
-    @property
-    def pair_sets(self) -> Tuple[str, ...]:
-        """The ``P`` pair set names."""
-        return self.info.pair_sets
-
-    @property
-    def measures(self) -> Tuple[str, ...]:
-        """The ``M`` measure names."""
-        return self.info.measures
-
-    @property
-    def class_names(self) -> list:
-        """The ``C`` class names."""
-        return list(self.info.class_names)
-
-    @property
-    def layers(self) -> Tuple[str, ...]:
-        """The ``L`` layer names."""
-        return self.info.layers
-
-    @property
-    def spaces(self) -> Tuple[str, ...]:
-        """The ``R`` representation space names."""
-        return self.info.spaces
-
-    @property
-    def attrs(self) -> Dict[str, str]:
-        """File attributes as text (``created``, ``library_version``, ``resumed``...)."""
-        f = self._open()
-        return {name: attr_str(f, name) for name in f.attrs}
-
-    @property
-    def tags(self) -> Dict[str, np.ndarray]:
-        """``(T,)`` arrays by tag name: step (int64), epoch, train_loss, val_loss, ... (float64)."""
-        return {name: self.series(name) for name in TAGS}
-
-    def series(self, name: str) -> np.ndarray:
-        """One per-row field stacked over the visible rows, e.g. ``"within"`` -> ``(T, P, M)``.
-
-        Args:
-            name: A tag (``"step"``...) or an array field of Measurement (``"class_matrix"``...).
-
-        Raises:
-            ValueError: unknown name, or ``"gram"`` in a run written without ``save_gram``.
-        """
-        self._open()
-        if name not in self._datasets or name == "measurement":
-            known = [n for n in TAGS + ARRAY_FIELDS if n in self._datasets]
-            hint = " (this run was written with save_gram=False)" if name == "gram" else ""
-            raise ValueError(f"Received: name={name!r}{hint}; expected one of {known}.")
-        return self._datasets[name][: self._n]
-
-    def measurement(self, i: int) -> Measurement:
-        """Row ``i`` as a Measurement (negative ``i`` counts from the end).
-
-        Raises:
-            IndexError: ``i`` is out of range.
-        """
-        self._open()
-        n = self._n
-        if not isinstance(i, (int, np.integer)) or not -n <= i < n:
-            raise IndexError(
-                f"Received: i={i!r}; expected an int with {-n} <= i < {n} (the run has {n} "
-                "measurements; call refresh() to see newer ones)."
-            )
-        return row_measurement(self._datasets, int(i) % n, self.info)
-
-    def __iter__(self) -> Iterator[Measurement]:
-        return (self.measurement(i) for i in range(self._n))
-
-    def close(self) -> None:
-        """Close the file; calling it again does nothing."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> "Run":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<Run {self.path!r}: {self._n} measurements>"

@@ -1,6 +1,6 @@
 """Shared pieces of the figures: styling, colours, number formatting, axis helpers, run loading.
 
-Used by :mod:`keras_stiffness.plots` (the figures of one run) and :mod:`keras_stiffness.plots_sweep`
+Used by :mod:`keras_stiffness.plots.run_figures` (the figures of one run) and :mod:`keras_stiffness.plots.sweep`
 (the learning-rate sweep). matplotlib is imported inside the functions. Figures are built as
 :class:`matplotlib.figure.Figure` objects drawn by the Agg canvas (never pyplot), so nothing is shown,
 no global figure is left open and the caller's backend is never switched.
@@ -27,7 +27,7 @@ from typing import Dict, Iterator, List, Sequence
 
 import numpy as np
 
-from keras_stiffness.measurement import TAGS, Measurement
+from keras_stiffness.math.record import TAGS, Measurement
 
 DPI = 120
 _RC = {

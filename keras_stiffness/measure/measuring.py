@@ -1,6 +1,6 @@
 """One stiffness measurement of a model on a probe set: engine → representations → math.
 
-Shared by :class:`~keras_stiffness.callback.StiffnessCallback` and ``kstiff analyze`` so both write
+Shared by :class:`~keras_stiffness.callback.stiffness_callback.StiffnessCallback` and ``kstiff analyze`` so both write
 the same thing. The model is reached only through the adapter protocol.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Optional, Sequence
 
-from keras_stiffness.adapters import LayerSelection, StiffnessAdapter
+from keras_stiffness.measure.adapters import LayerSelection, StiffnessAdapter
 from keras_stiffness.engine.api import GramResult
 
 
@@ -52,7 +52,7 @@ def measure(
 
     Args:
         adapter: The model, through the adapter protocol.
-        probes: A :class:`~keras_stiffness.probes.ProbeSet`.
+        probes: A :class:`~keras_stiffness.data.probes.ProbeSet`.
         config: What to compute.
         tags: step, epoch, train_loss, val_loss, learning_rate, wall_time.
 
@@ -64,7 +64,7 @@ def measure(
         >>> m.scalar("within", "train-train", "sign")  # doctest: +SKIP
         0.98
     """
-    from keras_stiffness.summary import summarize
+    from keras_stiffness.math.summarize import summarize
 
     gram: GramResult = adapter.gram(probes.x, probes.y)
     reps = None
@@ -89,7 +89,7 @@ def measure(
 
 def spaces_for(adapter: StiffnessAdapter, config: MeasureConfig) -> tuple:
     """The representation spaces a measurement will have: ``("input", *layers)`` or ``()``."""
-    from keras_stiffness.adapters import select_layers
+    from keras_stiffness.measure.adapters import select_layers
 
     if not config.distances:
         return ()

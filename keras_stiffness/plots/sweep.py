@@ -3,7 +3,7 @@
 One run file per learning rate. The runs are compared either at the last epoch they all reached
 (``match="epoch"``) or at a common train loss (``match="loss"``: the largest of the runs' final train
 losses, the lowest loss every run reached; v1 of the paper compares at train loss 0.1). Shared helpers
-come from :mod:`keras_stiffness.plots_common`.
+come from :mod:`keras_stiffness.plots.common`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import List, Sequence
 
 import numpy as np
 
-from keras_stiffness.plots_common import (
+from keras_stiffness.plots.common import (
     _MEASURE_NAMES, PAIR_SET_COLORS, _check_measure, _fmt, _pretty, beyond_handle, current_train_loss, depth_colors,
     distance_label, distance_top, plot_xi, run_label, save, style, xi_limits, zero_line,
 )
@@ -72,7 +72,7 @@ def _learning_rate(run) -> float:
 
 
 def _read(path: str, measure: str) -> _RunSummary:
-    from keras_stiffness.store import open_run
+    from keras_stiffness.store.reader import open_run
 
     with open_run(path) as run:
         k = _check_measure(measure, tuple(run.measures), f"run file {str(path)!r}")

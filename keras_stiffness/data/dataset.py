@@ -1,5 +1,5 @@
 """Reading a ``tf.data.Dataset`` of ``(x, y)`` into NumPy arrays, for
-:meth:`keras_stiffness.probes.ProbeSet.from_dataset`.
+:meth:`keras_stiffness.data.probes.ProbeSet.from_dataset`.
 
 TensorFlow is imported inside :func:`_read_dataset` only, so importing this module stays light.
 """

@@ -1,9 +1,9 @@
 """Read a prepared TensorFlow Datasets image classification set as NumPy arrays, never downloading.
 
-The ``tfds:NAME[:SPLIT]`` source of :func:`keras_stiffness.data.load_data`, which imports this module
+The ``tfds:NAME[:SPLIT]`` source of :func:`keras_stiffness.data.sources.load_data`, which imports this module
 only when such a source is asked for. TensorFlow Datasets itself is imported inside the functions, so
 importing this module stays light too. Missing data raises
-:class:`~keras_stiffness.data.DataNotFoundError` saying how to get it.
+:class:`~keras_stiffness.data.sources.DataNotFoundError` saying how to get it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from keras_stiffness.data import DataNotFoundError, normalize_labels
+from keras_stiffness.data.sources import DataNotFoundError, normalize_labels
 
 
 def load_tfds(name, split, data_dir, val_fraction, max_train):

@@ -1,8 +1,8 @@
 """The record of one stiffness measurement: the contract between math, store, callback and CLI.
 
-NumPy only. A :class:`Measurement` is what :func:`keras_stiffness.summary.summarize` returns, what
-:class:`keras_stiffness.store.RunWriter` appends as one row, and what
-:meth:`keras_stiffness.store.Run.measurement` gives back.
+NumPy only. A :class:`Measurement` is what :func:`keras_stiffness.math.summarize.summarize` returns, what
+:class:`keras_stiffness.store.writer.RunWriter` appends as one row, and what
+:meth:`keras_stiffness.store.reader.Run.measurement` gives back.
 
 Axis letters used in the shapes below (declared once, used everywhere):
 

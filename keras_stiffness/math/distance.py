@@ -19,7 +19,7 @@ from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
-from keras_stiffness.stiffness import _positive_int, _square
+from keras_stiffness.math.stiffness import _positive_int, _square
 
 METRICS = ("cosine", "euclidean")
 _CHUNK_ELEMENTS = 1 << 22  # entries per temporary chunk (32 MB of float64)

@@ -1,9 +1,9 @@
-"""Files, names and locks behind :mod:`keras_stiffness.store`.
+"""Files, names and locks behind :mod:`keras_stiffness.store.writer`.
 
 h5py, NumPy and the standard library only. These helpers create a run file under a temporary name
 and publish it, open one for reading (normally, or in SWMR mode while a writer has it), copy or
 shorten one when a run is resumed, and hold or test the ``flock`` that marks a file as in use. The
-reasons behind them are in the docstring of :mod:`keras_stiffness.store`.
+reasons behind them are in the docstring of :mod:`keras_stiffness.store.writer`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Optional, Tuple
 import h5py
 import numpy as np
 
-from keras_stiffness import __version__
-from keras_stiffness.store_layout import (
+from keras_stiffness.version import __version__
+from keras_stiffness.store.layout import (
     NotARunError, RunInfo, RunInUseError, attr_str, series_names, write_layout,
 )
 
@@ -34,7 +34,7 @@ _OPEN_FOR_WRITE = "already open for write"
 _COPY_BYTES = 16 * 2**20
 
 
-def _now() -> str:
+def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -81,7 +81,7 @@ def check_target(path: str, overwrite: bool, *, exists_fix: str = "") -> None:
         )
 
 
-def _new_file(path: str) -> Tuple[h5py.File, str]:
+def new_file(path: str) -> Tuple[h5py.File, str]:
     """A new HDF5 file under a unique temporary name next to ``path``."""
     directory, base = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
@@ -92,11 +92,11 @@ def _new_file(path: str) -> Tuple[h5py.File, str]:
     try:
         return h5py.File(tmp, "w", libver=LIBVER), tmp
     except BaseException:
-        _remove_quietly(tmp)
+        remove_quietly(tmp)
         raise
 
 
-def _publish(tmp: str, path: str, overwrite: bool) -> None:
+def publish(tmp: str, path: str, overwrite: bool) -> None:
     """Give the finished temporary file its final name (atomically; never clobber unless asked)."""
     if overwrite:
         os.replace(tmp, path)
@@ -117,14 +117,14 @@ def _publish(tmp: str, path: str, overwrite: bool) -> None:
     os.unlink(tmp)
 
 
-def _remove_quietly(path: str) -> None:
+def remove_quietly(path: str) -> None:
     try:
         os.unlink(path)
     except OSError:
         pass
 
 
-def _open_for_reading(path: str) -> Tuple[h5py.File, bool]:
+def open_for_reading(path: str) -> Tuple[h5py.File, bool]:
     """Open read-only; returns (file, opened in SWMR mode).
 
     A normal open comes first: SWMR read mode retries failed reads for a long time, so opening a
@@ -160,9 +160,9 @@ def _open_for_reading(path: str) -> Tuple[h5py.File, bool]:
     )
 
 
-def _rewrite(src: h5py.File, path: str, info: RunInfo, keep: int, record: dict) -> h5py.File:
+def rewrite(src: h5py.File, path: str, info: RunInfo, keep: int, record: dict) -> h5py.File:
     """Copy the first ``keep`` rows of a file whose writer died into a fresh file at ``path``."""
-    file, tmp = _new_file(path)
+    file, tmp = new_file(path)
     try:
         write_layout(file, info, __version__)
         for name in src.attrs:
@@ -181,12 +181,12 @@ def _rewrite(src: h5py.File, path: str, info: RunInfo, keep: int, record: dict) 
         os.replace(tmp, path)
     except BaseException:
         file.close()
-        _remove_quietly(tmp)
+        remove_quietly(tmp)
         raise
     return file
 
 
-def _shorten_in_place(path: str, names: Tuple[str, ...], keep: int, record: dict) -> h5py.File:
+def shorten_in_place(path: str, names: Tuple[str, ...], keep: int, record: dict) -> h5py.File:
     """Open a cleanly closed run for writing, keep its first ``keep`` rows, enter SWMR mode."""
     file = h5py.File(path, "r+", libver=LIBVER)
     try:
@@ -206,7 +206,7 @@ def _add_resume_record(f: h5py.File, record: dict) -> None:
     f.attrs["resumed"] = json.dumps(history + [record])
 
 
-def _check_not_in_use(path: str, action: str) -> None:
+def check_not_in_use(path: str, action: str) -> None:
     """Raise RunInUseError if another process (writer or HDF5 reader) holds a lock on ``path``."""
     if fcntl is None:
         return
@@ -228,7 +228,7 @@ def _check_not_in_use(path: str, action: str) -> None:
         os.close(fd)  # also releases the lock
 
 
-def _hold_shared_lock(path: str) -> Optional[int]:
+def hold_shared_lock(path: str) -> Optional[int]:
     """A shared lock that marks the file as in use while this writer lives (best effort)."""
     if fcntl is None:
         return None
@@ -243,7 +243,7 @@ def _hold_shared_lock(path: str) -> Optional[int]:
     return fd
 
 
-def _release_lock(fd: Optional[int]) -> None:
+def release_lock(fd: Optional[int]) -> None:
     if fd is not None:
         try:
             os.close(fd)

@@ -1,4 +1,4 @@
-"""Validation and class-stratified selection behind :class:`~keras_stiffness.probes.ProbeSet`.
+"""Validation and class-stratified selection behind :class:`~keras_stiffness.data.probes.ProbeSet`.
 
 NumPy and the standard library only. Argument checks (:func:`_check_count`, :func:`_check_xy`,
 :func:`_resolve_classes`, :func:`_check_range`), the seeded per-class draw (:func:`_select`), the
@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from keras_stiffness.data import normalize_labels
+from keras_stiffness.data.sources import normalize_labels
 
 
 def _check_count(value, name: str, minimum: int = 1) -> int:

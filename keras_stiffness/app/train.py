@@ -10,7 +10,7 @@ Output layout (``out`` defaults to ``runs/``)::
       <arch>-<data>-lr<lr>/          one folder per run, e.g. mlp-digits-lr0.001/
         run.h5                       the HDF5 run file (kstiff inspect / kstiff plot / open_run)
         summary.json                 the summary printed at the end of the run
-        class_matrices.png ...       the figures of keras_stiffness.plots.plot_run
+        class_matrices.png ...       the figures of keras_stiffness.plots.run_figures.plot_run
       <arch>-<data>-lr-sweep.png     with several learning rates: ξ vs learning rate (plot_sweep)
 
 TensorFlow, Keras and matplotlib are imported inside the functions. Library code never prints:
@@ -35,8 +35,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from keras_stiffness.models import ARCHITECTURES
-from keras_stiffness.report import clean
+from keras_stiffness.app.models import ARCHITECTURES
+from keras_stiffness.app.report import clean
 
 #: Default number of epochs: on ``digits`` the paper's MLP reaches a train loss of ~1e-4 by then
 #: while its validation loss has been rising from its minimum (around epoch 10) for 20+ epochs.
@@ -52,7 +52,7 @@ class TrainConfig:
     """Settings of one training run (the ``kstiff train`` options).
 
     Attributes:
-        data: Data source of :func:`keras_stiffness.data.load_data`.
+        data: Data source of :func:`keras_stiffness.data.sources.load_data`.
         data_dir: TFDS data directory (None: ``TFDS_DATA_DIR`` or the TFDS default).
         arch: ``"mlp"`` (Dense 500-300-100) or ``"cnn"`` (Conv 16-32-32).
         epochs: Training epochs.
@@ -117,7 +117,7 @@ def data_slug(source: str) -> str:
         >>> data_slug("/data/my set.npz")
         'my_set'
     """
-    from keras_stiffness.data import parse_source
+    from keras_stiffness.data.sources import parse_source
 
     kind, name, split = parse_source(source)
     if kind == "npz":
@@ -197,15 +197,15 @@ def make_probes(data, *, per_class: int = 50, val_per_class: Optional[int] = Non
     """The fixed probe set: ``per_class`` training and ``val_per_class`` held-out probes per class.
 
     Args:
-        data: A :class:`~keras_stiffness.data.DataSplits`.
+        data: A :class:`~keras_stiffness.data.sources.DataSplits`.
         per_class: Training probes per class.
         val_per_class: Held-out probes per class; None: :func:`default_val_per_class`.
         seed: Selection seed.
 
     Returns:
-        A :class:`~keras_stiffness.probes.ProbeSet` whose ``source`` is the data's name.
+        A :class:`~keras_stiffness.data.probes.ProbeSet` whose ``source`` is the data's name.
     """
-    from keras_stiffness.probes import ProbeSet
+    from keras_stiffness.data.probes import ProbeSet
 
     if val_per_class is None:
         val_per_class = default_val_per_class(per_class, data.y_val, data.n_classes)
@@ -220,7 +220,7 @@ def measurement_steps(epochs: int, steps_per_epoch: int, every_n_epochs: int, po
         >>> measurement_steps(2, 10, 1, 6)
         [1, 2, 3, 5, 7, 15]
     """
-    from keras_stiffness.schedule import log_steps
+    from keras_stiffness.callback.schedule import log_steps
 
     total = epochs * steps_per_epoch
     at_epoch_end = {e * steps_per_epoch for e in range(every_n_epochs, epochs + 1, every_n_epochs)}
@@ -294,10 +294,10 @@ def train_run(
     Args:
         config: The run's settings.
         run_dir: Folder for the run (created if missing).
-        data: Already loaded :class:`~keras_stiffness.data.DataSplits` (default: load ``config.data``).
+        data: Already loaded :class:`~keras_stiffness.data.sources.DataSplits` (default: load ``config.data``).
         probes: Already built probe set (default: :func:`make_probes`).
         overwrite: Replace an existing ``run.h5``.
-        figures: Write the figures of :func:`keras_stiffness.plots.plot_run`.
+        figures: Write the figures of :func:`keras_stiffness.plots.run_figures.plot_run`.
         progress: Called with one line of text per epoch (and at initialization); None: silent.
 
     Returns:
@@ -307,13 +307,13 @@ def train_run(
     Raises:
         FileExistsError: ``run.h5`` exists and ``overwrite`` is False.
         ValueError: Bad settings, or data that does not fit the architecture.
-        DataNotFoundError: TFDS data not prepared (see :func:`keras_stiffness.data.load_data`).
+        DataNotFoundError: TFDS data not prepared (see :func:`keras_stiffness.data.sources.load_data`).
     """
     import keras
 
-    from keras_stiffness.callback import StiffnessCallback
-    from keras_stiffness.data import load_data
-    from keras_stiffness.models import build_model
+    from keras_stiffness.callback.stiffness_callback import StiffnessCallback
+    from keras_stiffness.data.sources import load_data
+    from keras_stiffness.app.models import build_model
 
     run_dir = pathlib.Path(run_dir)
     check_outputs([run_dir], overwrite=overwrite)
@@ -349,7 +349,7 @@ def train_run(
     train_seconds = time.time() - start
     paths: List[str] = []
     if figures:
-        from keras_stiffness.plots import plot_run
+        from keras_stiffness.plots.run_figures import plot_run
 
         if progress is not None:
             progress(f"{label} writing figures")
@@ -419,7 +419,7 @@ def train_sweep(
         FileExistsError: A run file exists and ``overwrite`` is False (checked before any training).
         ValueError: No or bad learning rates, bad settings.
     """
-    from keras_stiffness.data import load_data
+    from keras_stiffness.data.sources import load_data
 
     rates: List[float] = []
     for lr in learning_rates:
@@ -443,7 +443,7 @@ def train_sweep(
                                    figures=figures, progress=progress))
     sweep = None
     if figures and len(summaries) > 1:
-        from keras_stiffness.plots import plot_sweep
+        from keras_stiffness.plots.run_figures import plot_sweep
 
         sweep = str(plot_sweep([s["run_file"] for s in summaries],
                                sweep_figure_path(out, config.arch, config.data)))

@@ -1,9 +1,9 @@
 """Checks of run files and of what goes into them.
 
 h5py, NumPy and the standard library only. Is a file a run of this format (:func:`check_format`),
-can a run described by a :class:`~keras_stiffness.store_layout.RunInfo` append to it
+can a run described by a :class:`~keras_stiffness.store.layout.RunInfo` append to it
 (:func:`check_resumable`, :func:`info_differences`), does a Measurement fit a run
-(:func:`measurement_row`). The layout they check against is in :mod:`keras_stiffness.store_layout`.
+(:func:`row_arrays`). The layout they check against is in :mod:`keras_stiffness.store.layout`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any, Dict, Tuple
 import h5py
 import numpy as np
 
-from keras_stiffness.measurement import Measurement
-from keras_stiffness.store_layout import (
+from keras_stiffness.math.record import Measurement
+from keras_stiffness.store.layout import (
     FORMAT, FORMAT_VERSION, SERIES, FormatVersionError, MeasurementMismatchError, NotARunError,
     RunInfo, RunMismatchError, Series, attr_str, read_info,
 )
@@ -47,12 +47,12 @@ def check_format(f: h5py.File, path: str) -> int:
     return version
 
 
-def _check_info(info: RunInfo) -> None:
+def check_info(info: RunInfo) -> None:
     if not isinstance(info, RunInfo):
         raise TypeError(f"Received: info of type {type(info).__name__}; expected a RunInfo.")
 
 
-def _read_info(f: h5py.File, path: str) -> RunInfo:
+def load_info(f: h5py.File, path: str) -> RunInfo:
     try:
         return read_info(f)
     except (KeyError, ValueError, TypeError, OSError) as e:
@@ -70,7 +70,7 @@ def check_resumable(f: h5py.File, path: str, info: RunInfo) -> RunInfo:
             f"Received: {path!r} with format_version={version}; expected "
             f"{FORMAT_VERSION} to append to it. Start a new run file instead."
         )
-    stored = _read_info(f, path)
+    stored = load_info(f, path)
     diffs = info_differences(stored, info)
     if diffs:
         details = "; ".join(
@@ -101,7 +101,7 @@ def info_differences(stored: RunInfo, new: RunInfo) -> Dict[str, Tuple[Any, Any]
     return out
 
 
-def measurement_row(m: Measurement, info: RunInfo) -> Dict[str, np.ndarray]:
+def row_arrays(m: Measurement, info: RunInfo) -> Dict[str, np.ndarray]:
     """Check ``m`` against ``info`` and turn it into one row per series (nothing written).
 
     Raises:
