@@ -1,5 +1,6 @@
 # Two commands a new user needs: `make demo` (the main job on the embedded digits data)
-# and `make test` (the full suite). Both create .venv from the pinned requirements first.
+# and `make test` (the full suite, with every module's docstring examples; test paths and options are
+# in pyproject.toml). `make lint` runs ruff. All create .venv from the pinned requirements first.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test lint bench venv clean
 
 venv: $(STAMP)
 
@@ -22,7 +23,11 @@ demo: $(STAMP)
 	$(VENV)/bin/kstiff train
 
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=10 tests
+	$(PY) -m pytest -q --durations=10
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check keras_stiffness cli tests bench
+	$(VENV)/bin/ruff format --check keras_stiffness cli tests bench
 
 bench: $(STAMP)
 	$(PY) bench/gram_bench.py

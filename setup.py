@@ -39,6 +39,6 @@ setup(
         "matplotlib>=3.8",
         "scikit-learn>=1.3",
     ],
-    extras_require={"test": ["pytest>=8", "xarray", "h5netcdf"]},
+    extras_require={"test": ["pytest>=8", "ruff", "xarray", "h5netcdf"]},
     entry_points={"console_scripts": ["kstiff=keras_stiffness.cli.main:main"]},
 )

@@ -54,17 +54,16 @@ dict; modules are imported from the current folder too), unless Keras already kn
 def analyze_command(model_path, data, data_dir, per_class, val_per_class, seed, layers, metric, bins,
                     loss, unsafe, custom_specs, out, overwrite, fmt):
     from keras_stiffness.app.analysis import (
-        analysis_result, analyze, check_model_fits, load_model, model_input_shape, parse_custom_objects,
-        write_measurement,
+        analysis_result, analyze, check_model_fits, load_model, parse_custom_objects, write_measurement,
     )
-    from keras_stiffness.callback.recording import check_writable
+    from keras_stiffness.validation import check_writable
 
     if out is not None:
         if os.path.exists(out) and not overwrite:
             raise click.BadParameter(f"{out!r} already exists; pass --overwrite to replace it, or choose "
                                      "another path.", param_hint="'--out'")
         with as_usage_error(OSError, "'--out'"):
-            check_writable(out, overwrite=overwrite)
+            check_writable(out, overwrite=overwrite, exists_fix="Pass --overwrite to replace it.")
     if custom_specs and os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # as `python -m` does: modules of the current folder import
     with as_usage_error((ValueError, TypeError), "'--custom-objects'"):
@@ -77,21 +76,22 @@ def analyze_command(model_path, data, data_dir, per_class, val_per_class, seed, 
             "(e.g. --loss sparse_categorical_crossentropy)."
         )
 
-    from keras_stiffness.measure.adapters import KerasAdapter, select_layers
-    from keras_stiffness.data.sources import load_data
-    from keras_stiffness.measure.measuring import MeasureConfig
     from keras_stiffness.app.report import analysis_text
     from keras_stiffness.app.train import make_probes
+    from keras_stiffness.data.sources import load_data
+    from keras_stiffness.measure.adapters import as_adapter, model_input_shape, select_layers
+    from keras_stiffness.measure.config import MeasureConfig
 
     dataset = load_data(data, data_dir=data_dir, seed=seed)
     check_model_fits(model, dataset)
+    adapter = as_adapter(model, loss=loss)  # the edge: from here on only the adapter protocol is used
     layer_names = parse_name_list(layers)
     if layer_names is not None:
         with as_usage_error(ValueError, "'--layers'"):
-            select_layers(KerasAdapter(model, loss=loss).layer_names(), layer_names)
+            select_layers(adapter.layer_names(), layer_names)
     probes = make_probes(dataset, per_class=per_class, val_per_class=val_per_class, seed=seed)
     config = MeasureConfig(layers=layer_names if layer_names is not None else "all", metric=metric, bins=bins)
-    m, gram, description = analyze(model, probes, config, loss=loss)
+    m, gram, description = analyze(adapter, probes, config)
     if out is not None:
         write_measurement(out, m, gram, probes, description, config, overwrite=overwrite,
                           extra_config={"analyze": {"model_path": os.path.abspath(model_path), "data": data}})

@@ -75,8 +75,8 @@ def plot_command(runs, out, measure, at, match, sweep_out):
     if at is not None:
         try:
             indices = [int(v) for v in at.split(",") if v.strip()]
-        except ValueError:
-            raise click.BadParameter(f"{at!r}; expected integers such as 0,-1.", param_hint="'--at'") from None
+        except ValueError as exc:
+            raise click.BadParameter(f"{at!r}; expected integers such as 0,-1.", param_hint="'--at'") from exc
     for path in runs:  # fail on a bad file before drawing anything
         with open_run(path):
             pass

@@ -70,10 +70,10 @@ def parse_float_list(ctx: click.Context, param: click.Parameter, values) -> List
                 continue
             try:
                 number = float(part)
-            except ValueError:
+            except ValueError as exc:
                 raise click.BadParameter(
                     f"{part!r} is not a number; expected positive numbers such as 1e-3, repeated or "
-                    "comma-separated (--lr 1e-4,1e-3).", ctx=ctx, param=param) from None
+                    "comma-separated (--lr 1e-4,1e-3).", ctx=ctx, param=param) from exc
             if not number > 0 or number == float("inf"):
                 raise click.BadParameter(f"{part!r} is not a positive finite number.", ctx=ctx, param=param)
             out.append(number)

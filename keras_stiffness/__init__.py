@@ -7,10 +7,15 @@ The public names are imported lazily, so ``import keras_stiffness.math.stiffness
 imports TensorFlow.
 
 Example:
-    >>> import keras_stiffness as ks  # doctest: +SKIP
-    >>> gram = ks.gradient_gram(model, x, y)  # doctest: +SKIP
-    >>> gram.total.shape  # doctest: +SKIP
-    (500, 500)
+    >>> import keras
+    >>> import numpy as np
+    >>> import keras_stiffness as ks
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    >>> model.compile(loss="sparse_categorical_crossentropy")
+    >>> x, y = np.random.default_rng(0).normal(size=(6, 3)).astype("float32"), np.array([0, 1] * 3)
+    >>> gram = ks.gradient_gram(model, x, y)
+    >>> gram.total.shape
+    (6, 6)
 """
 
 from __future__ import annotations

@@ -1,14 +1,12 @@
 """The adapter protocol: FunctionAdapter on a plain-TensorFlow model (no Keras), checked against a
 naive per-example gradient loop; KerasAdapter's representations; bad input."""
 
-import doctest
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras_stiffness.measure.adapters as adapters_module
 from keras_stiffness import FunctionAdapter, KerasAdapter
 from keras_stiffness.measure.adapters import StiffnessAdapter
 
@@ -82,8 +80,3 @@ def test_keras_adapter_representations_are_flat_and_in_forward_order():
     assert [r.shape for r in reps.values()] == [(5, 8), (5, 6), (5, 3)]
     with pytest.raises(ValueError, match="not among"):
         KerasAdapter(model).representations(np.ones((5, 4, 2), "float32"), ["missing"])
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(adapters_module, extraglobs={"np": np, "tf": tf})
-    assert result.failed == 0

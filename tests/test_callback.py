@@ -177,7 +177,7 @@ def test_probes_that_do_not_fit_the_model_fail_at_fit_start(tmp_path, data):
     x, y, _, _, _ = data
     model = make_model()
     wrong_shape = ProbeSet(np.zeros((20, 5), "float32") + np.arange(20)[:, None], np.arange(20) % 4, per_class=3)
-    with pytest.raises(ValueError, match=r"\(5,\)"):
+    with pytest.raises(ValueError, match=r"but the probe set gives \(5\)"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[StiffnessCallback(wrong_shape, str(tmp_path / "a.h5"))])
     too_many = ProbeSet(x[:60], np.arange(60) % 6, per_class=3)
     with pytest.raises(ValueError, match=r"\[0, 4\)"):
@@ -269,3 +269,47 @@ def test_works_under_a_mirrored_strategy(tmp_path, data):
     model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[cb])
     with open_run(str(tmp_path / "mirrored.h5")) as run:
         assert len(run) == 2 and np.isfinite(run.series("within")).all()
+
+
+def test_callback_measures_through_a_function_adapter(tmp_path, data):
+    """Any StiffnessAdapter can be measured: here a FunctionAdapter over the model's own weights, so
+    every row must agree with the structured engine on the Keras model at the same weights."""
+    import tensorflow as tf
+
+    from keras_stiffness import FunctionAdapter
+
+    x, y, xv, yv, probes = data
+    model = make_model()
+    layers = [layer for layer in model.layers if layer.trainable_variables]
+
+    def per_example_loss(xb, yb):
+        return keras.losses.sparse_categorical_crossentropy(tf.convert_to_tensor(yb), model(xb, training=False))
+
+    adapter = FunctionAdapter(
+        per_example_loss, model.trainable_variables,
+        groups={layer.name: list(layer.trainable_variables) for layer in layers}, name="fn",
+    )
+    path = tmp_path / "fn.h5"
+    cb = StiffnessCallback(probes, path, adapter=adapter, distances=False)
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[cb])
+    assert len(cb.measurements) == 3
+    expected = summarize(
+        gradient_gram(model, probes.x, probes.y).total, {}, probes.y, probes.is_val, probes.n_classes,
+        None, measures=("sign", "cos"),
+    )
+    np.testing.assert_allclose(cb.measurements[-1].class_matrix, expected.class_matrix, atol=1e-5)
+    with open_run(path) as run:
+        assert len(run) == 3
+        assert run.config["method"] == "jacobian" and run.config["model"]["class"] == "FunctionAdapter"
+        assert tuple(run.layers) == tuple(layer.name for layer in layers)
+
+
+def test_adapter_argument_is_checked(data):
+    from keras_stiffness import FunctionAdapter
+
+    probes = data[-1]
+    with pytest.raises(TypeError, match="expected a StiffnessAdapter"):
+        StiffnessCallback(probes, None, adapter=object())
+    fn = FunctionAdapter(lambda xb, yb: xb[:, 0], [keras.Variable(1.0)])
+    with pytest.raises(ValueError, match="together with adapter=FunctionAdapter"):
+        StiffnessCallback(probes, None, adapter=fn, loss="mse")

@@ -36,7 +36,7 @@ def naive_distance(x, metric):
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 @pytest.mark.parametrize("chunk", [1 << 22, 7])
 def test_pairwise_distance_matches_naive(metric, chunk, monkeypatch):
-    monkeypatch.setattr(distance, "_CHUNK_ELEMENTS", chunk)  # 7 forces many row chunks
+    monkeypatch.setattr(distance, "CHUNK_VALUES", chunk)  # 7 forces many row chunks
     rng = np.random.default_rng(0)
     x = rng.normal(size=(13, 2, 3)).astype(np.float32)
     x[5] = 0.0
@@ -62,7 +62,7 @@ def test_default_edges():
 
 @pytest.mark.parametrize("chunk", [1 << 22, 5])
 def test_binned_curve_matches_naive(chunk, monkeypatch):
-    monkeypatch.setattr(distance, "_CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr(distance, "CHUNK_VALUES", chunk)
     rng = np.random.default_rng(1)
     n, edges = 15, np.array([0.0, 0.5, 1.0, 1.5, 2.0])
     s = rng.uniform(-1, 1, (n, n))

@@ -1,6 +1,5 @@
 """Gram -> stiffness -> class aggregates, checked against naive per-pair loops over the definitions."""
 
-import doctest
 import subprocess
 import sys
 import warnings
@@ -9,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_stiffness.math import distance, stiffness as st, summarize as summary
 from keras_stiffness.math.stiffness import (
     check_measures, class_stiffness, cosine_stiffness, pair_set_blocks, sign_stiffness, stiffness,
     stiffness_matrices, within_between, zero_norm_mask,
@@ -158,7 +156,7 @@ def test_pair_set_blocks_any_order():
     (lambda: cosine_stiffness(np.ones((2, 3))), ValueError, r"Received: gram with shape \(2, 3\); expected a square"),
     (lambda: cosine_stiffness([[1.0, np.nan], [np.nan, 1.0]]), ValueError, r"non-finite entry at \(0, 1\)"),
     (lambda: class_stiffness(np.eye(2), [0, 1.0], [0, 1], 2, True), TypeError, "dtype float64; expected integer"),
-    (lambda: class_stiffness(np.eye(2), [0, 2], [0, 2], 2, True), ValueError, r"values in \[0, 2\]; expected values in \[0, 2\)"),
+    (lambda: class_stiffness(np.eye(2), [0, 2], [0, 2], 2, True), ValueError, r"outside \[0, 2\) \(first labels_a\[1\]=2"),
     (lambda: class_stiffness(np.eye(2), [0], [0, 1], 2, True), ValueError, r"labels_a with shape \(1,\); expected \(2,\)"),
     (lambda: class_stiffness(np.eye(2), [0, 1], [1, 0], 2, True), ValueError, "same_set=True with different"),
     (lambda: class_stiffness(np.eye(2), [0, 1], [1, 0], 0, False), ValueError, "Received: n_classes=0"),
@@ -168,12 +166,6 @@ def test_pair_set_blocks_any_order():
 def test_bad_inputs_raise_clear_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
-
-
-@pytest.mark.parametrize("module", [st, distance, summary])
-def test_docstring_examples_run(module):
-    result = doctest.testmod(module, extraglobs={"np": np})
-    assert result.failed == 0 and result.attempted > 0
 
 
 def test_math_modules_do_not_import_heavy_packages():

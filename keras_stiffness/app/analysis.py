@@ -23,7 +23,7 @@ import warnings
 import zipfile
 from typing import Dict, Iterator, List, Optional, Sequence
 
-import numpy as np
+
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 _BUILTIN_CONTAINERS = ("Sequential", "Functional", "Model")
@@ -97,9 +97,9 @@ def _registered_name(obj) -> Optional[str]:
     return name if name and name != getattr(obj, "__name__", None) else None
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _one_line(text) -> str:
+    """The whole message on one line (the CLI prints errors as one line; nothing is cut)."""
+    return " ".join(str(text).split())
 
 
 def read_model_config(path: str) -> Optional[dict]:
@@ -258,7 +258,7 @@ def _load_failure(path: str, exc: BaseException, custom_objects: Dict[str, objec
     ):
         return (
             f"Model file {path!r} holds a subclassed model ({top}) in the legacy .h5 format, which "
-            f"Keras 3 cannot rebuild ({_one_line(text, 160)}). Save it as .keras instead "
+            f"Keras 3 cannot rebuild ({_one_line(text)}). Save it as .keras instead "
             "(model.save('model.keras')) and register the class (keras.saving.register_keras_serializable)."
         )
     if missing:
@@ -275,28 +275,6 @@ def _load_failure(path: str, exc: BaseException, custom_objects: Dict[str, objec
 # --------------------------------------------------------------------------------------------------
 
 
-def model_input_shape(model) -> Optional[tuple]:
-    """The input shape the model declares, without the batch axis, or None when it declares none."""
-    for getter in (lambda: model.inputs[0].shape, lambda: model.input_shape):
-        try:
-            shape = getter()
-        except (AttributeError, ValueError, TypeError, IndexError):
-            continue
-        if isinstance(shape, list):  # several inputs
-            shape = shape[0]
-        if shape is not None:
-            return tuple(shape)[1:]
-    build = getattr(model, "_build_shapes_dict", None) or {}
-    shape = build.get("input_shape") if isinstance(build, dict) else None
-    if isinstance(shape, (list, tuple)) and shape and not isinstance(shape[0], (list, tuple)):
-        return tuple(shape)[1:]
-    return None
-
-
-def _shape_text(shape) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
-
-
 def check_model_fits(model, data) -> None:
     """Check that ``model`` accepts the data's inputs and has an output per class.
 
@@ -308,7 +286,7 @@ def check_model_fits(model, data) -> None:
         ValueError: "model expects inputs of shape X, data gives Y", or too few outputs for the
             data's classes.
     """
-    import keras
+    from keras_stiffness.measure.adapters import call_model, model_input_shape, shape_text
 
     expected = model_input_shape(model)
     given = tuple(data.input_shape)
@@ -317,23 +295,15 @@ def check_model_fits(model, data) -> None:
         len(expected) != len(given) or any(e is not None and e != g for e, g in zip(expected, given))
     ):
         raise ValueError(
-            f"Model {model.name!r} expects inputs of shape {_shape_text(expected)}, but data {source!r} "
-            f"gives {_shape_text(given)}. Pass --data with inputs the model was trained on (same "
+            f"Model {model.name!r} expects inputs of shape {shape_text(expected)}, but data {source!r} "
+            f"gives {shape_text(given)}. Pass --data with inputs the model was trained on (same "
             "shape and preprocessing)."
         )
-    try:
-        out = keras.ops.convert_to_numpy(model(data.x_train[:2], training=False))
-    except Exception as exc:  # noqa: BLE001 - any failure here means the inputs do not fit
-        what = _shape_text(expected) if expected is not None else "another shape"
-        raise ValueError(
-            f"Model {model.name!r} expects inputs of shape {what}, but data {source!r} gives "
-            f"{_shape_text(given)} (calling the model failed: {type(exc).__name__}: {_one_line(exc, 160)}). "
-            "Pass --data with inputs the model was trained on."
-        ) from None
-    out = np.asarray(out)
+    out = call_model(model, data.x_train[:2], source=f"data {source!r}",
+                     fix="Pass --data with inputs the model was trained on.")
     if out.ndim != 2:
         raise ValueError(
-            f"Model {model.name!r} returns outputs of shape {_shape_text(out.shape[1:])} per example; "
+            f"Model {model.name!r} returns outputs of shape {shape_text(out.shape[1:])} per example; "
             "expected class scores of shape (n_classes,) for a classifier."
         )
     if out.shape[1] < data.n_classes:
@@ -352,7 +322,8 @@ def analyze(model, probes, config=None, *, loss=None):
     """Measure the stiffness of ``model`` once on ``probes``.
 
     Args:
-        model: A Keras model.
+        model: A Keras model (wrapped in a :class:`~keras_stiffness.measure.adapters.KerasAdapter`
+            here, at the edge) or any :class:`~keras_stiffness.measure.adapters.StiffnessAdapter`.
         probes: A :class:`~keras_stiffness.data.probes.ProbeSet`.
         config: A :class:`~keras_stiffness.measure.measuring.MeasureConfig` (default settings when None).
         loss: Loss to differentiate; default the model's compiled loss.
@@ -363,11 +334,13 @@ def analyze(model, probes, config=None, *, loss=None):
     Raises:
         ValueError: No loss (uncompiled model and ``loss`` None), unknown layer names, bad probes.
     """
-    from keras_stiffness.measure.adapters import KerasAdapter
-    from keras_stiffness.measure.measuring import MeasureConfig, measure
+    from keras_stiffness.measure.adapters import as_adapter
+    from keras_stiffness.measure.config import MeasureConfig
+    from keras_stiffness.measure.measuring import measure
 
     config = config if config is not None else MeasureConfig()
-    adapter = KerasAdapter(model, loss=loss)
+    adapter = as_adapter(model, loss=loss)
+    adapter.check_probes(probes.x, probes.y)
     m, gram = measure(adapter, probes, config)
     return m, gram, adapter.describe()
 
@@ -387,7 +360,7 @@ def analysis_result(m, probes, description: dict, *, model_path: str, input_shap
     model_info.update(path=model_path, input_shape=list(input_shape) if input_shape is not None else None)
     return clean({
         "model": model_info,
-        "probes": probes.summary(),
+        "probes": probes.describe(),
         "measures": list(m.measures),
         "metric": metric,
         "zero_grad": d["zero_grad"],
@@ -405,13 +378,14 @@ def write_measurement(path: str, m, gram, probes, description: dict, config, *, 
         FileExistsError: ``path`` exists and ``overwrite`` is False.
         FileNotFoundError / PermissionError: The folder is missing or not writable.
     """
-    from keras_stiffness.callback.recording import check_writable, make_run_info
-    from keras_stiffness.store.writer import RunWriter
+    from keras_stiffness.callback.recording import make_run_info
+    from keras_stiffness.store.writer import EXISTS_FIX, RunWriter
+    from keras_stiffness.validation import check_writable
 
-    check_writable(path, overwrite=overwrite)
+    check_writable(path, overwrite=overwrite, exists_fix=EXISTS_FIX)
     info = make_run_info(
         m, probes, description, rules=gram.rules,
-        config={"measure": config.to_dict(), "probes": probes.summary(), **(extra_config or {})},
+        config={"measure": config.to_dict(), "probes": probes.describe(), **(extra_config or {})},
         metric=config.metric, min_count=config.min_count, save_gram=config.save_gram,
     )
     writer = RunWriter.create(path, info, overwrite=overwrite)

@@ -4,8 +4,8 @@ Both end in a softmax over the classes and are returned uncompiled; :func:`build
 them the way the paper trains (Adam, sparse categorical cross-entropy).
 
 Example:
-    >>> model = paper_mlp((8, 8, 1), 10)  # doctest: +SKIP
-    >>> [layer.units for layer in model.layers[1:]]  # doctest: +SKIP
+    >>> model = paper_mlp((8, 8, 1), 10)
+    >>> [layer.units for layer in model.layers[1:]]
     [500, 300, 100, 10]
 """
 
@@ -13,19 +13,20 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from keras_stiffness.validation import check_int, is_int
+
 ARCHITECTURES = ("mlp", "cnn")
 
 
 def _check(input_shape: Sequence[int], n_classes: int) -> tuple:
     shape = tuple(input_shape)
-    if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
+    if not shape or not all(is_int(d) and d >= 1 for d in shape):
         raise ValueError(
             f"Received: input_shape={input_shape!r}; expected positive integer sizes without the "
             "batch axis, e.g. (28, 28, 1)."
         )
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-        raise ValueError(f"Received: n_classes={n_classes!r}; expected an integer >= 2.")
-    return shape
+    check_int(n_classes, "n_classes", minimum=2)
+    return tuple(int(d) for d in shape)
 
 
 def paper_mlp(input_shape: Sequence[int], n_classes: int):

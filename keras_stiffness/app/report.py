@@ -134,8 +134,11 @@ def measurement_to_dict(m: Measurement, class_names: Sequence[str]) -> dict:
         The dict described in the module docstring (NaN as ``None``).
 
     Example:
-        >>> d = measurement_to_dict(m, ["0", "1"])  # doctest: +SKIP
-        >>> d["pair_sets"]["train-train"]["sign"]["within"]  # doctest: +SKIP
+        >>> from keras_stiffness.math.summarize import summarize
+        >>> g = np.array([[1.0, 0.0], [0.9, 0.1], [-0.2, 1.0], [-0.3, 0.9]])
+        >>> m = summarize(g @ g.T, None, np.array([0, 0, 1, 1]), np.zeros(4, dtype=bool), 2)
+        >>> d = measurement_to_dict(m, ["0", "1"])
+        >>> d["pair_sets"]["train-train"]["sign"]["within"]
         1.0
     """
     out: Dict[str, Any] = {tag: clean(getattr(m, tag)) for tag in TAGS}
@@ -243,7 +246,7 @@ def analysis_text(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def measurement_row(d: Mapping[str, Any], measures: Sequence[str]) -> List[str]:
+def inspect_row(d: Mapping[str, Any], measures: Sequence[str]) -> List[str]:
     """One line of the ``kstiff inspect`` table from :func:`measurement_to_dict` output."""
     row = [str(d["step"]), fmt(d["epoch"], ".3g"), fmt(d["train_loss"], ".4g"), fmt(d["val_loss"], ".4g"),
            fmt(d["learning_rate"], ".3g")]
@@ -257,8 +260,8 @@ def measurement_row(d: Mapping[str, Any], measures: Sequence[str]) -> List[str]:
     return row
 
 
-def measurement_header(measures: Sequence[str]) -> List[str]:
-    """Column names matching :func:`measurement_row`."""
+def inspect_header(measures: Sequence[str]) -> List[str]:
+    """Column names matching :func:`inspect_row`."""
     header = ["step", "epoch", "train loss", "val loss", "lr"]
     for short in ("tt", "tv"):
         for measure in measures:
@@ -293,8 +296,8 @@ def inspect_text(run: Mapping[str, Any], measurements: Sequence[Mapping[str, Any
         lines.append("Schedule: " + ", ".join(f"{k}={v}" for k, v in schedule.items() if v is not None))
     lines.append(f"Measurements: {len(measurements)} (tt = train-train, tv = train-val)")
     if measurements:
-        rows = [measurement_row(d, measures) for d in measurements]
-        lines += ["", table(measurement_header(measures), rows, left=0)]
+        rows = [inspect_row(d, measures) for d in measurements]
+        lines += ["", table(inspect_header(measures), rows, left=0)]
     return "\n".join(lines)
 
 

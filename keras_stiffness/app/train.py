@@ -37,6 +37,9 @@ import numpy as np
 
 from keras_stiffness.app.models import ARCHITECTURES
 from keras_stiffness.app.report import clean
+from keras_stiffness.validation import (
+    check_int, check_optional_int, check_positive_number, check_seed, check_writable, nearest_existing,
+)
 
 #: Default number of epochs: on ``digits`` the paper's MLP reaches a train loss of ~1e-4 by then
 #: while its validation loss has been rising from its minimum (around epoch 10) for 20+ epochs.
@@ -81,20 +84,13 @@ class TrainConfig:
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"Received: arch={self.arch!r}; expected one of {list(ARCHITECTURES)}.")
-        for name in ("epochs", "batch_size", "per_class", "every_n_epochs", "points_per_decade"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Received: {name}={value!r}; expected a positive integer.")
-        if self.val_per_class is not None and (
-            isinstance(self.val_per_class, bool) or not isinstance(self.val_per_class, int)
-            or self.val_per_class < 1
-        ):
-            raise ValueError(f"Received: val_per_class={self.val_per_class!r}; expected a positive integer.")
-        lr = self.learning_rate
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-            raise ValueError(f"Received: learning_rate={lr!r}; expected a positive number such as 1e-3.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"Received: seed={self.seed!r}; expected a non-negative integer.")
+        checked = {name: check_int(getattr(self, name), name)
+                   for name in ("epochs", "batch_size", "per_class", "every_n_epochs", "points_per_decade")}
+        checked["val_per_class"] = check_optional_int(self.val_per_class, "val_per_class")
+        checked["learning_rate"] = check_positive_number(self.learning_rate, "learning_rate")
+        checked["seed"] = check_seed(self.seed)
+        for name, value in checked.items():  # frozen: the canonical values are set once, here
+            object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict:
         """JSON-ready settings; stored as ``config["train"]`` in the run file (``lr`` for plot_sweep)."""
@@ -150,28 +146,27 @@ def check_outputs(run_dirs: Sequence[os.PathLike], *, overwrite: bool) -> None:
         FileExistsError: ``<run_dir>/run.h5`` exists and ``overwrite`` is False.
         NotADirectoryError: A run folder path (or one of its parents) is a file.
         PermissionError: The nearest existing parent is not writable.
+        IsADirectoryError: ``<run_dir>/run.h5`` is a folder.
     """
     for run_dir in run_dirs:
-        run_dir = pathlib.Path(run_dir)
-        run_file = run_dir / RUN_FILE
-        if run_file.exists() and not overwrite:
+        run_file = os.path.join(run_dir, RUN_FILE)
+        try:
+            check_writable(run_file, overwrite=overwrite, make_parents=True)
+        except FileExistsError as exc:
             raise FileExistsError(
-                f"Received: output {str(run_file)!r}, which already exists; expected a new run. "
+                f"Received: output {run_file!r}, which already exists; expected a new run. "
                 "Pass --overwrite (overwrite=True) to replace it, or choose another --out."
-            )
-        existing = run_dir
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
+            ) from exc
+        except NotADirectoryError as exc:
             raise NotADirectoryError(
-                f"Received: output folder {str(run_dir)!r}, but {str(existing)!r} is a file; expected "
-                "a folder. Choose another --out."
-            )
-        if not os.access(existing, os.W_OK):
+                f"Received: output folder {str(run_dir)!r}, but {nearest_existing(run_dir)!r} is a file; "
+                "expected a folder. Choose another --out."
+            ) from exc
+        except PermissionError as exc:
             raise PermissionError(
-                f"Received: output folder {str(run_dir)!r}, but {str(existing)!r} is not writable; "
-                "expected a writable folder. Choose another --out."
-            )
+                f"Received: output folder {str(run_dir)!r}, but {nearest_existing(run_dir)!r} is not "
+                "writable; expected a writable folder. Choose another --out."
+            ) from exc
 
 
 # --------------------------------------------------------------------------------------------------

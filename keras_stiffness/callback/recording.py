@@ -6,7 +6,6 @@ Shared by the callback and ``kstiff analyze``.
 from __future__ import annotations
 
 import math
-import os
 from typing import Dict
 
 import numpy as np
@@ -21,8 +20,11 @@ def log_scalars(m: Measurement) -> Dict[str, float]:
     ``stiffness_train_val_*`` / ``stiffness_val_val_*`` when there are held-out probes.
 
     Example:
-        >>> sorted(log_scalars(m))[:2]  # doctest: +SKIP
-        ['stiffness_between_cos', 'stiffness_between_sign']
+        >>> from keras_stiffness.math.summarize import summarize
+        >>> g = np.array([[1.0, 0.0], [0.9, 0.1], [-0.2, 1.0], [-0.3, 0.9]])
+        >>> m = summarize(g @ g.T, None, np.array([0, 0, 1, 1]), np.zeros(4, dtype=bool), 2)
+        >>> sorted(log_scalars(m))
+        ['stiffness_between_cos', 'stiffness_between_sign', 'stiffness_within_cos', 'stiffness_within_sign']
     """
     out: Dict[str, float] = {}
     for p, pair_set in enumerate(m.pair_sets):
@@ -30,24 +32,6 @@ def log_scalars(m: Measurement) -> Dict[str, float]:
             for name in ("within", "between"):
                 out[f"{_PREFIX[pair_set]}_{name}_{measure}"] = float(getattr(m, name)[p, k])
     return out
-
-
-def check_writable(path: str, *, overwrite: bool, exists_fix: str = "") -> None:
-    """Fail early, before any training, when ``path`` cannot be written as a new run file.
-
-    The run store's own check (:func:`keras_stiffness.store.files.check_target`), called at
-    construction time by the callback and before any work by ``kstiff analyze --out``.
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-        FileNotFoundError: The directory does not exist.
-        NotADirectoryError: A parent of ``path`` is a file.
-        PermissionError: The directory is not writable.
-        IsADirectoryError: ``path`` is a directory.
-    """
-    from keras_stiffness.store.files import check_target
-
-    check_target(os.fspath(path), overwrite, exists_fix=exists_fix)
 
 
 def make_run_info(m: Measurement, probes, description: dict, *, rules: dict, config: dict,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import bisect
 from typing import List, Optional, Sequence, Union
 
+from keras_stiffness.validation import check_int, check_optional_int
+
 
 def log_steps(points_per_decade: int = 6, last: int = 10**9) -> List[int]:
     """Distinct integer steps ``≥ 1``, about ``points_per_decade`` per decade: 1, 2, 3, 5, 7, 10, ...
@@ -13,8 +15,7 @@ def log_steps(points_per_decade: int = 6, last: int = 10**9) -> List[int]:
         >>> log_steps(4, 100)
         [1, 2, 3, 6, 10, 18, 32, 56, 100]
     """
-    if points_per_decade < 1:
-        raise ValueError(f"Received points_per_decade={points_per_decade}; expected >= 1.")
+    points_per_decade = check_int(points_per_decade, "points_per_decade")
     steps, k = [], 0
     while True:
         s = int(round(10 ** (k / points_per_decade)))
@@ -77,9 +78,9 @@ def make_schedule(
     points_per_decade: int = 6,
 ) -> StepSchedule:
     """Validate the callback's schedule arguments and build the schedule."""
-    for name, value in (("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"Received {name}={value!r}; expected a positive integer or None.")
+    every_n_epochs = check_optional_int(every_n_epochs, "every_n_epochs", fix="Pass None to measure by steps only.")
+    every_n_steps = check_optional_int(every_n_steps, "every_n_steps", fix="Pass None to measure by epochs only.")
+    points_per_decade = check_int(points_per_decade, "points_per_decade")
     steps = None
     label = ""
     if isinstance(schedule, str):
@@ -90,13 +91,13 @@ def make_schedule(
         steps, label = log_steps(points_per_decade), "log"
     elif schedule is not None:
         try:
-            steps = [int(s) for s in schedule]
-        except (TypeError, ValueError):
+            steps = [check_int(s, "a schedule step") for s in schedule]
+        except TypeError as exc:
             raise ValueError(
-                f"Received schedule={schedule!r}; expected 'log', a list of positive steps, or None."
-            ) from None
-        if any(s < 1 for s in steps):
-            raise ValueError(f"Received schedule with steps {steps}; expected steps >= 1.")
+                f"Received schedule={schedule!r}; expected 'log', a list of positive integer steps, or None."
+            ) from exc
+        except ValueError as exc:
+            raise ValueError(f"Received schedule with steps {list(schedule)}; expected steps >= 1.") from exc
     uses_steps = steps is not None or every_n_steps is not None
     if every_n_epochs is None and not uses_steps:
         every_n_epochs = 1

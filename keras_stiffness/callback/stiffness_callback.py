@@ -11,8 +11,9 @@ from typing import Optional, Sequence, Union
 import keras
 import numpy as np
 
-from keras_stiffness.measure.adapters import KerasAdapter
-from keras_stiffness.measure.measuring import MeasureConfig, measure
+from keras_stiffness.measure.adapters import as_adapter
+from keras_stiffness.measure.config import MeasureConfig
+from keras_stiffness.measure.measuring import measure
 from keras_stiffness.math.record import Measurement
 from keras_stiffness.callback.schedule import StepSchedule, make_schedule
 
@@ -56,6 +57,10 @@ class StiffnessCallback(keras.callbacks.Callback):
         save_gram: Also store the raw ``(N, N)`` Gram matrix in each row.
         loss: Loss to differentiate; default the model's compiled loss.
         method: Gram method, "auto", "structured" or "jacobian".
+        adapter: Measure through this :class:`~keras_stiffness.measure.adapters.StiffnessAdapter`
+            (e.g. a :class:`~keras_stiffness.measure.adapters.FunctionAdapter`) instead of the
+            model being fit, which is otherwise wrapped in a ``KerasAdapter`` with ``loss`` and
+            ``method`` at fit start. Give an adapter its own loss and method.
         tensorboard_dir: If set, write within/between scalars, the class matrix as an image and a
             histogram of pairwise stiffness there.
         on_error: "warn" skips a failed measurement with a warning naming the step; "raise" stops
@@ -73,11 +78,15 @@ class StiffnessCallback(keras.callbacks.Callback):
         FileNotFoundError / PermissionError: the directory of ``path`` is missing or not writable.
 
     Example:
-        >>> probes = ProbeSet(x_train, y_train, per_class=50, x_val=x_test, y_val=y_test)  # doctest: +SKIP
-        >>> cb = StiffnessCallback(probes, "runs/mlp.h5", schedule="log")  # doctest: +SKIP
-        >>> history = model.fit(x_train, y_train, epochs=20, callbacks=[cb])  # doctest: +SKIP
-        >>> history.history["stiffness_within_cos"][:3]  # doctest: +SKIP
-        [0.52, 0.47, 0.41]
+        >>> from keras_stiffness.data.probes import ProbeSet
+        >>> x, y = np.random.default_rng(0).normal(size=(40, 3)).astype("float32"), np.arange(40) % 2
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+        >>> model.compile("adam", "sparse_categorical_crossentropy")
+        >>> probes = ProbeSet(x[:30], y[:30], per_class=5, x_val=x[30:], y_val=y[30:])
+        >>> cb = StiffnessCallback(probes, every_n_epochs=1, bins=4, min_count=1)  # path=None: no run file
+        >>> history = model.fit(x, y, epochs=2, verbose=0, callbacks=[cb])
+        >>> len(history.history["stiffness_within_cos"]), len(cb.measurements)  # each epoch, and at the start
+        (2, 3)
     """
 
     def __init__(
@@ -98,6 +107,7 @@ class StiffnessCallback(keras.callbacks.Callback):
         save_gram: bool = False,
         loss=None,
         method: str = "auto",
+        adapter=None,
         tensorboard_dir: Optional[str] = None,
         on_error: str = "warn",
         overwrite: bool = False,
@@ -105,20 +115,29 @@ class StiffnessCallback(keras.callbacks.Callback):
         run_config: Optional[dict] = None,
     ):
         super().__init__()
-        from keras_stiffness.engine.api import parse_method
         from keras_stiffness.data.probes import ProbeSet
-        from keras_stiffness.math.stiffness import check_measures
-        from keras_stiffness.callback.recording import check_writable
+        from keras_stiffness.engine.api import parse_method
+        from keras_stiffness.measure.adapters import StiffnessAdapter
+        from keras_stiffness.validation import check_choice, check_writable
 
         if not isinstance(probes, ProbeSet):
             raise TypeError(
                 f"Received probes of type {type(probes).__name__}; expected a keras_stiffness.ProbeSet. "
                 "Fix: probes = ProbeSet(x, y, per_class=50)."
             )
-        if on_error not in ("warn", "raise"):
-            raise ValueError(f"Received on_error={on_error!r}; expected 'warn' or 'raise'.")
-        if metric not in ("cosine", "euclidean"):
-            raise ValueError(f"Received metric={metric!r}; expected 'cosine' or 'euclidean'.")
+        if adapter is not None:
+            if not isinstance(adapter, StiffnessAdapter):
+                raise TypeError(
+                    f"Received adapter of type {type(adapter).__name__}; expected a StiffnessAdapter "
+                    "(layer_names, gram, representations, describe, check_probes), e.g. a FunctionAdapter."
+                )
+            if loss is not None or method != "auto":
+                raise ValueError(
+                    f"Received loss={loss!r}, method={method!r} together with adapter="
+                    f"{type(adapter).__name__}; expected them only for the model being fit. Give the "
+                    "adapter its own loss and method."
+                )
+        check_choice(on_error, "on_error", ("warn", "raise"))
         if overwrite and resume:
             raise ValueError("Received overwrite=True and resume=True; expected at most one of them.")
         self.probes = probes
@@ -127,16 +146,12 @@ class StiffnessCallback(keras.callbacks.Callback):
             every_n_epochs, schedule, every_n_steps, points_per_decade
         )
         self.config = MeasureConfig(
-            measures=check_measures(measures),
-            distances=bool(distances),
-            layers=layers,
-            metric=metric,
-            bins=_positive(bins, "bins"),
-            min_count=_positive(min_count, "min_count"),
-            save_gram=bool(save_gram),
+            measures=measures, distances=distances, layers=layers, metric=metric, bins=bins,
+            min_count=min_count, save_gram=save_gram,
         )
         self.loss = loss
         self.method = parse_method(method).value
+        self.adapter = adapter
         self.tensorboard_dir = tensorboard_dir
         self.on_error = on_error
         self.overwrite = bool(overwrite)
@@ -161,13 +176,17 @@ class StiffnessCallback(keras.callbacks.Callback):
         self._steps_per_epoch = None
         if self.schedule.uses_steps:
             # Instance attribute: batch hooks exist only when a step schedule asks for them.
-            self.on_train_batch_end = self._on_train_batch_end
+            from keras_stiffness import keras_compat
+
+            keras_compat.install_batch_hook(self, self._on_train_batch_end)
 
     # ----------------------------------------------------------------- Keras hooks
 
     def on_train_begin(self, logs=None):
-        self._adapter = KerasAdapter(self.model, loss=self.loss, method=self.method)
-        self._check_probes()
+        # The edge: the model being fit becomes a KerasAdapter; below, only the adapter protocol is used.
+        target = self.adapter if self.adapter is not None else self.model
+        self._adapter = as_adapter(target, loss=self.loss, method=self.method)
+        self._adapter.check_probes(self.probes.x, self.probes.y)
         if self._start is None:
             self._start = time.time()
         self._steps_per_epoch = (self.params or {}).get("steps")
@@ -218,21 +237,6 @@ class StiffnessCallback(keras.callbacks.Callback):
             return float(np.asarray(optimizer.learning_rate.numpy()))
         except (AttributeError, TypeError, ValueError):
             return math.nan
-
-    def _check_probes(self) -> None:
-        """Fail at fit start, clearly, when the probes do not fit the model."""
-        from keras_stiffness.engine.losses import check_labels
-
-        x = self.probes.x[:2]
-        try:
-            out = self.model(x, training=False)
-        except Exception as exc:  # noqa: BLE001 - any failure here means the shapes do not fit
-            raise ValueError(
-                f"The probe inputs of shape {self.probes.x.shape[1:]} do not fit model "
-                f"{self.model.name!r} (its call failed: {type(exc).__name__}: {str(exc)[:200]}). "
-                "Expected probes preprocessed exactly as the training data."
-            ) from None
-        check_labels(self.probes.y, (len(self.probes.y), *np.shape(out)[1:]), self._adapter.loss_name)
 
     def _tags(self, step: int, epoch: float, logs, losses: np.ndarray) -> dict:
         logs = logs or {}
@@ -290,12 +294,13 @@ class StiffnessCallback(keras.callbacks.Callback):
         from keras_stiffness.callback.recording import make_run_info
         from keras_stiffness.store.writer import RunWriter
 
+        description = self._adapter.describe()
         info = make_run_info(
             m,
             self.probes,
-            self._adapter.describe(),
+            description,
             rules=gram.rules,
-            config=self._run_config(),
+            config=self._run_config(description.get("method", self.method)),
             metric=self.config.metric,
             min_count=self.config.min_count,
             save_gram=self.config.save_gram,
@@ -304,22 +309,16 @@ class StiffnessCallback(keras.callbacks.Callback):
             return RunWriter.resume(self.path, info, from_step=m.step)
         return RunWriter.create(self.path, info, overwrite=self.overwrite)
 
-    def _run_config(self) -> dict:
+    def _run_config(self, method: str) -> dict:
         params = dict(self.params or {})
         return {
             "measure": self.config.to_dict(),
             "schedule": self.schedule.describe(),
-            "method": self.method,
+            "method": method,
             "fit": {k: v for k, v in params.items() if isinstance(v, (int, float, str, type(None)))},
-            "probes": self.probes.summary(),
+            "probes": self.probes.describe(),
             **self.run_config,
         }
-
-
-def _positive(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"Received {name}={value!r}; expected a positive integer.")
-    return int(value)
 
 
 def _is_chief() -> bool:

@@ -13,7 +13,7 @@ import numpy as np
 _BATCH = 1024  # batch size used to read unbatched tf.data datasets
 
 
-def _read_dataset(dataset, name: str, max_examples: int) -> tuple[np.ndarray, np.ndarray]:
+def read_dataset(dataset, name: str, max_examples: int) -> tuple[np.ndarray, np.ndarray]:
     """Read up to ``max_examples`` ``(x, y)`` examples of a tf.data dataset into NumPy arrays."""
     import tensorflow as tf
 

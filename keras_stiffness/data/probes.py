@@ -16,11 +16,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from keras_stiffness.data.sources import _check_seed, check_finite, load_data
-from keras_stiffness.data.selection import (
-    _check_count, _check_range, _check_xy, _frozen, _resolve_classes, _select, _warn_short,
-)
-from keras_stiffness.data.dataset import _read_dataset
+from keras_stiffness.data.dataset import read_dataset
+from keras_stiffness.data.selection import check_xy, read_only, resolve_classes, select_per_class, warn_short
+from keras_stiffness.data.sources import load_data
+from keras_stiffness.validation import check_finite, check_int, check_label_range, check_seed
 
 
 class ProbeSet:
@@ -80,39 +79,39 @@ class ProbeSet:
         n_classes: Optional[int] = None,
         seed: int = 0,
     ):
-        per_class = _check_count(per_class, "per_class")
+        per_class = check_int(per_class, "per_class")
         if val_per_class is not None:
-            val_per_class = _check_count(val_per_class, "val_per_class")
+            val_per_class = check_int(val_per_class, "val_per_class")
         else:
             val_per_class = per_class
-        seed = _check_seed(seed)
+        seed = check_seed(seed)
         if (x_val is None) != (y_val is None):
             given, missing = ("x_val", "y_val") if y_val is None else ("y_val", "x_val")
             raise ValueError(
                 f"Received: {given} without {missing}; expected both or neither. Pass {missing} "
                 f"too, or drop {given}."
             )
-        x, y = _check_xy(x, y, "x", "y")
+        x, y = check_xy(x, y, "x", "y")
         if x_val is not None:
-            x_val, y_val = _check_xy(x_val, y_val, "x_val", "y_val")
+            x_val, y_val = check_xy(x_val, y_val, "x_val", "y_val")
             if x_val.shape[1:] != x.shape[1:]:
                 raise ValueError(
                     f"Received: x of shape {x.shape} and x_val of shape {x_val.shape}; expected the "
                     "same feature shape (all axes but the first). Preprocess both the same way."
                 )
-        self._n_classes, self._class_names = _resolve_classes(y, y_val, class_names, n_classes)
-        _check_range(y, "y", self._n_classes)
+        self._n_classes, self._class_names = resolve_classes(y, y_val, class_names, n_classes)
+        check_label_range(y, self._n_classes, "y")
         check_finite(x, "x")
         if x_val is not None:
-            _check_range(y_val, "y_val", self._n_classes)
+            check_label_range(y_val, self._n_classes, "y_val")
             check_finite(x_val, "x_val")
 
         train_seq, val_seq = np.random.SeedSequence(seed).spawn(2)
-        idx, short = _select(y, self._n_classes, per_class, np.random.default_rng(train_seq), "train")
+        idx, short = select_per_class(y, self._n_classes, per_class, np.random.default_rng(train_seq), "train")
         parts_x, parts_y, parts_idx = [x[idx]], [y[idx]], [idx]
         n_val = 0
         if x_val is not None:
-            vidx, vshort = _select(
+            vidx, vshort = select_per_class(
                 y_val, self._n_classes, val_per_class, np.random.default_rng(val_seq), "val"
             )
             parts_x.append(x_val[vidx])
@@ -127,10 +126,10 @@ class ProbeSet:
                 "class(es)); expected at least 2 so that there is a pair. Raise per_class or pass "
                 "more data."
             )
-        self._x = _frozen(np.concatenate(parts_x).astype(np.float32, copy=False))
-        self._y = _frozen(np.concatenate(parts_y).astype(np.int64, copy=False))
-        self._indices = _frozen(np.concatenate(parts_idx).astype(np.int64, copy=False))
-        self._is_val = _frozen(np.arange(n) >= len(idx))
+        self._x = read_only(np.concatenate(parts_x).astype(np.float32, copy=False))
+        self._y = read_only(np.concatenate(parts_y).astype(np.int64, copy=False))
+        self._indices = read_only(np.concatenate(parts_idx).astype(np.int64, copy=False))
+        self._is_val = read_only(np.arange(n) >= len(idx))
         self._n_train = len(idx)
         self._has_val = x_val is not None
         self._per_class = per_class
@@ -139,7 +138,7 @@ class ProbeSet:
         self._short = short
         self._hash: Optional[str] = None
         self.source: Optional[str] = None  # set by from_source; recorded in summary()
-        _warn_short(short, self._class_names)
+        warn_short(short, self._class_names)
 
     # --------------------------------------------------------------------------------------------
     # Constructors
@@ -187,15 +186,18 @@ class ProbeSet:
             ValueError: As for the constructor.
 
         Example:
-            >>> import tensorflow as tf  # doctest: +SKIP
-            >>> ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)  # doctest: +SKIP
-            >>> probes = ProbeSet.from_dataset(ds, per_class=10)  # doctest: +SKIP
+            >>> import tensorflow as tf
+            >>> x, y = np.random.default_rng(0).normal(size=(40, 3)).astype("float32"), np.arange(40) % 2
+            >>> ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+            >>> probes = ProbeSet.from_dataset(ds, per_class=5)
+            >>> probes.n, probes.counts["train"].tolist()
+            (10, [5, 5])
         """
-        max_examples = _check_count(max_examples, "max_examples", minimum=2)
-        x, y = _read_dataset(dataset, "dataset", max_examples)
+        max_examples = check_int(max_examples, "max_examples", minimum=2)
+        x, y = read_dataset(dataset, "dataset", max_examples)
         x_val = y_val = None
         if val_dataset is not None:
-            x_val, y_val = _read_dataset(val_dataset, "val_dataset", max_examples)
+            x_val, y_val = read_dataset(val_dataset, "val_dataset", max_examples)
         return cls(
             x,
             y,
@@ -373,7 +375,7 @@ class ProbeSet:
             self._hash = h.hexdigest()
         return self._hash
 
-    def summary(self) -> dict:
+    def describe(self) -> dict:
         """A JSON-serializable description of the probe set (for run metadata).
 
         Returns:

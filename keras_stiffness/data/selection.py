@@ -1,9 +1,9 @@
 """Validation and class-stratified selection behind :class:`~keras_stiffness.data.probes.ProbeSet`.
 
-NumPy and the standard library only. Argument checks (:func:`_check_count`, :func:`_check_xy`,
-:func:`_resolve_classes`, :func:`_check_range`), the seeded per-class draw (:func:`_select`), the
-warning for classes with fewer examples than asked (:func:`_warn_short`) and read-only copies
-(:func:`_frozen`). Messages follow the house form "Received: ...; expected ...".
+NumPy and the standard library only. Argument checks (:func:`check_xy`, :func:`resolve_classes`;
+the generic ones are in :mod:`keras_stiffness.validation`), the seeded per-class draw (:func:`select_per_class`), the
+warning for classes with fewer examples than asked (:func:`warn_short`) and read-only copies
+(:func:`read_only`). Messages follow the house form "Received: ...; expected ...".
 """
 
 from __future__ import annotations
@@ -12,20 +12,10 @@ import warnings
 
 import numpy as np
 
-from keras_stiffness.data.sources import normalize_labels
+from keras_stiffness.validation import check_int, check_labels
 
 
-def _check_count(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"Received: {name}={value!r}; expected an int >= {minimum}.")
-    if value < minimum:
-        raise ValueError(
-            f"Received: {name}={value}; expected an int >= {minimum}. Pass a larger {name}."
-        )
-    return int(value)
-
-
-def _check_xy(x, y, xname: str, yname: str) -> tuple[np.ndarray, np.ndarray]:
+def check_xy(x, y, xname: str, yname: str) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x)
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.iscomplexobj(x):
         raise TypeError(
@@ -37,7 +27,7 @@ def _check_xy(x, y, xname: str, yname: str) -> tuple[np.ndarray, np.ndarray]:
             f"Received: {xname} of shape {x.shape}; expected a non-empty array (N, ...). Pass at "
             "least one example per part."
         )
-    y = normalize_labels(y, yname)
+    y = check_labels(y, yname)
     if len(y) != len(x):
         raise ValueError(
             f"Received: {len(x)} examples in {xname} but {len(y)} labels in {yname}; expected one "
@@ -46,7 +36,7 @@ def _check_xy(x, y, xname: str, yname: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _resolve_classes(y, y_val, class_names, n_classes) -> tuple[int, list[str]]:
+def resolve_classes(y, y_val, class_names, n_classes) -> tuple[int, list[str]]:
     if class_names is not None:
         if isinstance(class_names, str):
             raise TypeError(
@@ -55,7 +45,7 @@ def _resolve_classes(y, y_val, class_names, n_classes) -> tuple[int, list[str]]:
             )
         class_names = [str(c) for c in class_names]
     if n_classes is not None:
-        n_classes = _check_count(n_classes, "n_classes")
+        n_classes = check_int(n_classes, "n_classes")
         if class_names is not None and len(class_names) != n_classes:
             raise ValueError(
                 f"Received: n_classes={n_classes} and {len(class_names)} class_names; expected one "
@@ -73,19 +63,7 @@ def _resolve_classes(y, y_val, class_names, n_classes) -> tuple[int, list[str]]:
     return n_classes, class_names
 
 
-def _check_range(y: np.ndarray, name: str, n_classes: int) -> None:
-    bad = (y < 0) | (y >= n_classes)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"Received: {name} with {int(bad.sum())} label(s) outside [0, {n_classes}) (first "
-            f"{name}[{first}]={int(y[first])}; labels span [{int(y.min())}, {int(y.max())}]); "
-            f"expected integers 0..{n_classes - 1} for n_classes={n_classes}. Remap the labels "
-            "(e.g. np.unique(y, return_inverse=True)) or pass n_classes/class_names covering them."
-        )
-
-
-def _select(y, n_classes, asked, rng, split) -> tuple[np.ndarray, list]:
+def select_per_class(y, n_classes, asked, rng, split) -> tuple[np.ndarray, list]:
     """Per class: ``min(asked, available)`` random indices, sorted; classes in order."""
     order = np.argsort(y, kind="stable")
     bounds = np.searchsorted(y[order], np.arange(n_classes + 1))
@@ -99,7 +77,7 @@ def _select(y, n_classes, asked, rng, split) -> tuple[np.ndarray, list]:
     return np.concatenate(chosen).astype(np.int64), short
 
 
-def _warn_short(short, class_names) -> None:
+def warn_short(short, class_names) -> None:
     for split in ("train", "val"):
         rows = [(c, a, k) for s, c, a, k in short if s == split]
         if not rows:
@@ -123,7 +101,7 @@ def _warn_short(short, class_names) -> None:
         )
 
 
-def _frozen(a: np.ndarray) -> np.ndarray:
+def read_only(a: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(a)
     a.flags.writeable = False
     return a

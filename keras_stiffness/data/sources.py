@@ -9,7 +9,7 @@ Three sources, one result (:class:`DataSplits`):
 - ``"digits"``: scikit-learn's bundled 8x8 digits (1,797 images, no download), as ``(N, 8, 8, 1)``.
 - ``"tfds:NAME[:SPLIT]"``: a TensorFlow Datasets image classification set (``mnist``,
   ``fashion_mnist``, ``cifar10``, ``cifar100``, ...) that is already prepared on disk. Nothing is ever
-  downloaded; missing data raises :class:`DataNotFoundError` saying how to get it.
+  downloaded; missing data raises :class:`~keras_stiffness.data.tfds.DataNotFoundError` saying how to get it.
 - ``"path/to/file.npz"``: arrays ``x``, ``y`` and optionally ``x_val``, ``y_val``, ``class_names``.
 
 Inputs are standardized per channel (the last axis) with statistics of the training split only, as in
@@ -26,12 +26,9 @@ from typing import Optional
 
 import numpy as np
 
+from keras_stiffness.validation import CHUNK_VALUES, check_finite, check_fraction, check_labels, check_optional_int, check_seed
+
 _FORMS = "'digits', 'tfds:NAME[:SPLIT]' (e.g. 'tfds:mnist') or a path ending in '.npz'"
-_CHUNK_VALUES = 1 << 22  # values per chunk in chunked passes over large arrays (~32 MB as float64)
-
-
-class DataNotFoundError(FileNotFoundError):
-    """A TFDS dataset is not prepared in the data directory, and this toolkit never downloads."""
 
 
 @dataclasses.dataclass
@@ -174,22 +171,11 @@ def load_data(
         True
     """
     kind, name, split = parse_source(source)
-    seed = _check_seed(seed)
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)):
-        raise TypeError(
-            f"Received: val_fraction={val_fraction!r}; expected a number in [0, 1), e.g. 0.2."
-        )
-    if not 0.0 <= float(val_fraction) < 1.0:
-        raise ValueError(
-            f"Received: val_fraction={val_fraction!r}; expected a number in [0, 1) (0 = no "
-            "held-out split carved). Pass e.g. val_fraction=0.2."
-        )
-    if max_train is not None:
-        if isinstance(max_train, bool) or not isinstance(max_train, (int, np.integer)):
-            raise TypeError(f"Received: max_train={max_train!r}; expected None or an int >= 1.")
-        if max_train < 1:
-            raise ValueError(f"Received: max_train={max_train}; expected None or an int >= 1.")
-        max_train = int(max_train)
+    seed = check_seed(seed)
+    val_fraction = check_fraction(
+        val_fraction, "val_fraction", fix="0 carves no held-out split; pass e.g. val_fraction=0.2."
+    )
+    max_train = check_optional_int(max_train, "max_train", fix="Pass None for all examples.")
     rng = np.random.default_rng(seed)
 
     if kind == "digits":
@@ -301,7 +287,7 @@ def channel_stats(x) -> tuple[np.ndarray, np.ndarray]:
         )
     shape = _channel_shape(x)
     flat = x.reshape(len(x), -1, int(np.prod(shape, dtype=np.int64)))
-    rows = max(1, _CHUNK_VALUES // max(1, flat.shape[1] * flat.shape[2]))
+    rows = max(1, CHUNK_VALUES // max(1, flat.shape[1] * flat.shape[2]))
     count = flat.shape[0] * flat.shape[1]
     total = np.zeros(flat.shape[2])
     for i in range(0, len(flat), rows):
@@ -313,99 +299,6 @@ def channel_stats(x) -> tuple[np.ndarray, np.ndarray]:
     std = np.sqrt(sq / count)
     std[std == 0] = 1.0
     return mean.reshape(shape), std.reshape(shape)
-
-
-def check_finite(x: np.ndarray, name: str = "x") -> None:
-    """Raise ValueError if a float array holds NaN or Inf, saying how many and where.
-
-    Args:
-        x: Array ``(N, ...)``.
-        name: Name used in the message.
-
-    Raises:
-        ValueError: Some values are not finite.
-    """
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.inexact) or x.size == 0:
-        return
-    flat = x.reshape(len(x), -1) if x.ndim else x.reshape(1, 1)
-    rows = max(1, _CHUNK_VALUES // max(1, flat.shape[1]))
-    n_bad, bad_rows, first = 0, 0, None
-    for i in range(0, len(flat), rows):
-        bad = ~np.isfinite(flat[i : i + rows])
-        if bad.any():
-            per_row = bad.sum(axis=1)
-            n_bad += int(per_row.sum())
-            bad_rows += int(np.count_nonzero(per_row))
-            if first is None:
-                first = i + int(np.flatnonzero(per_row)[0])
-    if n_bad:
-        raise ValueError(
-            f"Received: {name} with {n_bad} non-finite values (NaN or Inf) in {bad_rows} "
-            f"example(s), the first at {name}[{first}]; expected finite inputs. Drop or impute "
-            "those examples first."
-        )
-
-
-def normalize_labels(y, name: str = "y") -> np.ndarray:
-    """Return labels as a new 1-D int64 array, validating their form.
-
-    Accepted: integers (or booleans, or integer-valued floats) of shape ``(N,)`` or ``(N, 1)``, and
-    one-hot rows of shape ``(N, C)`` with ``C >= 2`` (each row all zeros but a single one), which are
-    turned into class indices by argmax. Soft labels are rejected. The range ``0..C-1`` is checked
-    by the caller, which knows ``C``.
-
-    Args:
-        y: Labels.
-        name: Name used in messages.
-
-    Returns:
-        A fresh int64 array of shape ``(N,)``.
-
-    Raises:
-        TypeError: Labels are not numeric.
-        ValueError: Labels are not integer-valued, not one-hot, or of an unsupported rank.
-
-    Example:
-        >>> normalize_labels(np.eye(3)[[2, 0]])
-        array([2, 0])
-    """
-    y = np.asarray(y)
-    if y.dtype == bool:
-        y = y.astype(np.int64)
-    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
-        raise TypeError(
-            f"Received: {name} of dtype {y.dtype}; expected integer class labels 0..C-1 (or one-hot "
-            "rows). Map other labels to integers, e.g. names, y = np.unique(y, return_inverse=True)."
-        )
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    elif y.ndim == 2:
-        ok = y.size == 0 or (
-            np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()
-        )
-        if not ok:
-            raise ValueError(
-                f"Received: 2-D {name} of shape {y.shape} that is not one-hot (rows must be all 0 "
-                "but a single 1); expected integer labels (N,) or one-hot (N, C). For soft labels, "
-                f"pass {name}.argmax(axis=1) yourself."
-            )
-        return np.argmax(y, axis=1).astype(np.int64)
-    elif y.ndim != 1:
-        raise ValueError(
-            f"Received: {name} of shape {y.shape}; expected integer labels of shape (N,) or (N, 1), "
-            "or one-hot labels (N, C). Reshape the labels."
-        )
-    if np.issubdtype(y.dtype, np.floating):
-        bad = ~np.isfinite(y) | (y != np.round(y))
-        if bad.any():
-            first = int(np.flatnonzero(bad)[0])
-            raise ValueError(
-                f"Received: {name} with {int(bad.sum())} non-integer values, the first "
-                f"{name}[{first}]={y[first].item()!r}; expected integer class labels 0..C-1. "
-                "Convert the labels to integers."
-            )
-    return y.astype(np.int64, copy=True)
 
 
 def stratified_pick(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -478,9 +371,9 @@ def _load_npz(path: str):
                 "neither. Add the missing one or drop the other."
             )
         x = npz["x"]
-        y = normalize_labels(npz["y"], "y")
+        y = check_labels(npz["y"], "y")
         x_val = npz["x_val"] if "x_val" in found else None
-        y_val = normalize_labels(npz["y_val"], "y_val") if "y_val" in found else None
+        y_val = check_labels(npz["y_val"], "y_val") if "y_val" in found else None
         names = [str(s) for s in npz["class_names"].ravel()] if "class_names" in found else None
     _check_pair(x, y, "x", "y", path)
     if x_val is not None:
@@ -522,9 +415,3 @@ def _channel_shape(x: np.ndarray) -> tuple:
     return x.shape[-1:] if x.ndim >= 2 else ()
 
 
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"Received: seed={seed!r}; expected a non-negative int, e.g. seed=0.")
-    if seed < 0:
-        raise ValueError(f"Received: seed={seed}; expected a non-negative int, e.g. seed=0.")
-    return int(seed)

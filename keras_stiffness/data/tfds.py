@@ -3,7 +3,7 @@
 The ``tfds:NAME[:SPLIT]`` source of :func:`keras_stiffness.data.sources.load_data`, which imports this module
 only when such a source is asked for. TensorFlow Datasets itself is imported inside the functions, so
 importing this module stays light too. Missing data raises
-:class:`~keras_stiffness.data.sources.DataNotFoundError` saying how to get it.
+:class:`DataNotFoundError` saying how to get it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ import re
 
 import numpy as np
 
-from keras_stiffness.data.sources import DataNotFoundError, normalize_labels
+from keras_stiffness.validation import check_labels
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A TFDS dataset is not prepared in the data directory, and this toolkit never downloads."""
 
 
 def load_tfds(name, split, data_dir, val_fraction, max_train):
@@ -125,7 +129,7 @@ def _read_tfds_split(builder, name, split, image_key, label_key, limit):
             "split. Choose another split."
         )
     x = np.concatenate(xs)
-    return x, normalize_labels(np.concatenate(ys), "label")
+    return x, check_labels(np.concatenate(ys), "label")
 
 
 def _not_found_message(name, builder):

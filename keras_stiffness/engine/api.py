@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import warnings
+import weakref
 from typing import Dict, Optional
 
 import numpy as np
@@ -14,7 +15,9 @@ from keras_stiffness.engine.units import model_units
 #: Probes per forward/backward pass of the capture.
 CAPTURE_CHUNK = 1024
 
-_WARNED: set = set()
+#: Layers already warned about, with the reasons; weak keys, so a new layer that reuses a collected
+#: layer's id() is still warned about.
+_WARNED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 class Method(str, enum.Enum):
@@ -47,8 +50,13 @@ class GramResult:
         losses: ``(N,)`` per-example losses at the current weights.
 
     Example:
-        >>> result = gradient_gram(model, x, y)  # doctest: +SKIP
-        >>> np.allclose(sum(result.per_layer.values()), result.total)  # doctest: +SKIP
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu"),
+        ...                           keras.layers.Dense(2, activation="softmax")])
+        >>> model.compile(loss="sparse_categorical_crossentropy")
+        >>> x, y = np.random.default_rng(0).normal(size=(6, 3)).astype("float32"), np.array([0, 1] * 3)
+        >>> result = gradient_gram(model, x, y)
+        >>> np.allclose(sum(result.per_layer.values()), result.total)
         True
     """
 
@@ -67,10 +75,10 @@ def parse_method(method) -> Method:
     """Validate ``method`` at the public entry."""
     try:
         return Method(method)
-    except ValueError:
+    except ValueError as exc:
         raise ValueError(
             f"Received method={method!r}; expected one of {[m.value for m in Method]}."
-        ) from None
+        ) from exc
 
 
 def check_probes(x, y) -> tuple:
@@ -137,10 +145,13 @@ def cast_to_model_dtype(model, x: np.ndarray) -> np.ndarray:
 
 
 def _warn_fallback(unit) -> None:
-    key = (id(unit.layer), unit.reason)
-    if key in _WARNED:
+    try:
+        reasons = _WARNED.setdefault(unit.layer, set())
+    except TypeError:  # not weakly referenceable: warn each time rather than risk a stale id
+        reasons = set()
+    if unit.reason in reasons:
         return
-    _WARNED.add(key)
+    reasons.add(unit.reason)
     warnings.warn(
         f"Layer {unit.layer.name!r} ({type(unit.layer).__name__}): {unit.reason}; using the exact "
         "per-example jacobian of its weights (slower). Register a rule with "
@@ -181,9 +192,14 @@ def gradient_gram(
         TypeError: A model that is not a Keras model, or an unsupported loss.
 
     Example:
-        >>> result = gradient_gram(model, x_probe, y_probe)  # doctest: +SKIP
-        >>> result.total.shape, sorted(result.per_layer)  # doctest: +SKIP
-        ((500, 500), ['dense', 'dense_1', 'dense_2', 'dense_3'])
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="hidden"),
+        ...                           keras.layers.Dense(2, activation="softmax", name="out")])
+        >>> model.compile(loss="sparse_categorical_crossentropy")
+        >>> x_probe = np.random.default_rng(0).normal(size=(6, 3)).astype("float32")
+        >>> result = gradient_gram(model, x_probe, np.array([0, 1, 0, 1, 0, 1]))
+        >>> result.total.shape, sorted(result.per_layer), result.rules["out"]
+        ((6, 6), ['hidden', 'out'], 'dense')
     """
     from keras_stiffness.engine.losses import check_labels, resolve_loss
 

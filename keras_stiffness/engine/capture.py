@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from keras_stiffness import keras_compat
 from keras_stiffness.engine.rules.base import CallRecord, LayerCapture
 from keras_stiffness.engine.units import Unit
 
@@ -41,25 +42,16 @@ def _to_numpy(value):
 @contextlib.contextmanager
 def wrapped_units(units: Sequence[Unit], on_call: Callable):
     """Replace ``call`` on each unit's layer instance by ``on_call(unit, original, args, kwargs)``."""
-    saved = []
-    try:
+    with contextlib.ExitStack() as stack:
         for unit in units:
             layer = unit.layer
-            previous = layer.__dict__.get("call", None)
             original = layer.call
 
             def wrapper(*args, _unit=unit, _original=original, **kwargs):
                 return on_call(_unit, _original, args, kwargs)
 
-            object.__setattr__(layer, "call", wrapper)
-            saved.append((layer, previous))
+            stack.enter_context(keras_compat.patched_attribute(layer, "call", wrapper))
         yield
-    finally:
-        for layer, previous in reversed(saved):
-            if previous is None:
-                object.__delattr__(layer, "call")
-            else:
-                object.__setattr__(layer, "call", previous)
 
 
 def _concat(parts: List, n_rows: List[int]):

@@ -11,6 +11,7 @@ from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 
+from keras_stiffness import keras_compat
 from keras_stiffness.engine.rules.base import LayerCapture
 
 #: Per-example jacobian elements computed in one chunk (float32: 256 MiB).
@@ -74,7 +75,7 @@ def pfor_is_exact(layer) -> bool:
     Known case: grouped convolutions (``groups > 1``): TF 2.21's pfor gives wrong per-example kernel
     gradients for them (checked against a per-example loop), so those models use the while loop.
     """
-    for sub in layer._flatten_layers(include_self=True, recursive=True):
+    for sub in keras_compat.all_layers(layer):
         if (getattr(sub, "groups", 1) or 1) > 1:
             return False
     return True

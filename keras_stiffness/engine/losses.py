@@ -7,6 +7,9 @@ from typing import Callable, Tuple
 
 import numpy as np
 
+from keras_stiffness import keras_compat
+from keras_stiffness.validation import check_label_range
+
 
 def describe_loss(loss) -> str:
     """A short human-readable name for a loss."""
@@ -49,12 +52,12 @@ def resolve_loss(model, loss=None) -> Tuple[Callable, str]:
     if isinstance(loss, str):
         try:
             fn = _wrap(keras.losses.get(loss))
-        except ValueError:
+        except ValueError as exc:
             raise ValueError(
                 f"Received loss={loss!r}, which Keras does not know; expected a Keras loss name such "
                 "as 'sparse_categorical_crossentropy', 'categorical_crossentropy', "
                 "'binary_crossentropy' or 'mse'."
-            ) from None
+            ) from exc
     elif isinstance(loss, keras.losses.Loss):
         fn = loss.call
     elif callable(loss):
@@ -86,9 +89,7 @@ def _wrap(fn) -> Callable:
     """A loss function's per-example values exactly as ``compile`` would use it: Keras wraps plain
     functions in ``LossFunctionWrapper``, whose ``call`` aligns label and output ranks first (Keras
     3 does not export the class publicly)."""
-    from keras.src.losses.losses import LossFunctionWrapper
-
-    return LossFunctionWrapper(fn).call
+    return keras_compat.wrap_loss_function(fn)
 
 
 def check_labels(y: np.ndarray, out_shape: tuple, loss_name: str) -> None:
@@ -109,14 +110,10 @@ def check_labels(y: np.ndarray, out_shape: tuple, loss_name: str) -> None:
                 f"Received non-integer class labels for a model with {k} outputs and loss "
                 f"{loss_name!r}; expected integer labels in [0, {k})."
             )
-        bad = (flat < 0) | (flat >= k)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(
-                f"Received label {flat[i]:g} at index {i} ({int(bad.sum())} out of range); expected "
-                f"labels in [0, {k}) for a model with {k} outputs. Fix: check that the probes' classes "
-                "match the model's output layer."
-            )
+        check_label_range(
+            flat.astype(np.int64), k, "labels",
+            fix=f"The model has {k} outputs: check that the probes' classes match its output layer.",
+        )
         return
     if tuple(y.shape[1:]) != tuple(out_shape[1:]) and not (y.ndim == 1 and k == 1):
         raise ValueError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import List, Optional
 
+from keras_stiffness import keras_compat
 from keras_stiffness.engine.registry import find_rule
 from keras_stiffness.engine.rules.base import Rule
 
@@ -21,7 +22,7 @@ class Unit:
     """One Gram block.
 
     Attributes:
-        name: Unique name (the layer's name; prefixed by its parent's when names collide).
+        name: Unique name: the layer's name, suffixed ``:0``, ``:1``, ... in forward order when names collide.
         layer: The Keras layer.
         rule: Its rule, or ``None`` for the exact per-layer jacobian fallback.
         reason: Why the fallback is used (``None`` with a rule).
@@ -40,7 +41,7 @@ class Unit:
 
 
 def _sublayers(layer) -> list:
-    return list(layer._flatten_layers(include_self=False, recursive=False))
+    return keras_compat.direct_sublayers(layer)
 
 
 def _own_variables(layer) -> list:
@@ -53,8 +54,7 @@ def _is_container(layer) -> bool:
 
     if isinstance(layer, keras.Model):
         return True
-    module = type(layer).__module__ or ""
-    builtin = module.startswith("keras.") or module.startswith("tf_keras.")
+    builtin = keras_compat.is_builtin_layer(layer)
     return not builtin and bool(_sublayers(layer)) and not _own_variables(layer)
 
 

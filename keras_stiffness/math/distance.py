@@ -19,23 +19,24 @@ from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
-from keras_stiffness.math.stiffness import _positive_int, _square
+from keras_stiffness.validation import CHUNK_VALUES, check_choice, check_int, check_square
 
 METRICS = ("cosine", "euclidean")
-_CHUNK_ELEMENTS = 1 << 22  # entries per temporary chunk (32 MB of float64)
 
 
-def _check_metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise ValueError(
-            f"Received: metric={metric!r}; expected one of {METRICS}; fix: pass 'cosine' or 'euclidean'."
-        )
-    return metric
+def check_metric(metric: str) -> str:
+    """``metric`` if it is one of :data:`METRICS`.
+
+    Example:
+        >>> check_metric("euclidean")
+        'euclidean'
+    """
+    return check_choice(metric, "metric", METRICS)
 
 
 def _upper_pairs(n: int, mask: Optional[np.ndarray], *mats: np.ndarray) -> Iterator[Tuple[np.ndarray, ...]]:
     """Yield, chunk by chunk of rows, the entries ``(i, j)`` with ``i < j`` (and ``mask``) of each matrix."""
-    step = max(1, _CHUNK_ELEMENTS // max(n, 1))
+    step = max(1, CHUNK_VALUES // max(n, 1))
     for r0 in range(0, n, step):
         r1 = min(n, r0 + step)
         c0 = r0 + 1
@@ -63,7 +64,7 @@ def pairwise_distance(R, metric: str = "cosine") -> np.ndarray:
         >>> pairwise_distance(np.array([[0.0, 0.0], [3.0, 4.0]]), "euclidean").tolist()
         [[0.0, 5.0], [5.0, 0.0]]
     """
-    _check_metric(metric)
+    check_metric(metric)
     x = np.asarray(R)
     if x.ndim < 1 or x.dtype.kind not in "biuf":
         raise ValueError(
@@ -73,7 +74,7 @@ def pairwise_distance(R, metric: str = "cosine") -> np.ndarray:
     n = x.shape[0]
     flat = x.reshape(n, -1)
     # rows per chunk: both a chunk (rows, D) and an output block (rows, rows) stay within the budget
-    rows = max(1, min(n, _CHUNK_ELEMENTS // max(flat.shape[1], 1), math.isqrt(_CHUNK_ELEMENTS)))
+    rows = max(1, min(n, CHUNK_VALUES // max(flat.shape[1], 1), math.isqrt(CHUNK_VALUES)))
     starts = range(0, n, rows)
 
     def chunk(r0: int) -> np.ndarray:
@@ -127,11 +128,11 @@ def default_edges(distances, metric: str, bins: int) -> np.ndarray:
         >>> default_edges(np.array([[0.0, 3.0], [3.0, 0.0]]), "euclidean", 3).tolist()
         [0.0, 1.0, 2.0, 3.0]
     """
-    _check_metric(metric)
-    bins = _positive_int(bins, "bins")
+    check_metric(metric)
+    bins = check_int(bins, "bins")
     if metric == "cosine":
         return np.linspace(0.0, 2.0, bins + 1)
-    d = _square(distances, "distances")
+    d = check_square(distances, "distances")
     hi = max((float(v.max()) for (v,) in _upper_pairs(d.shape[0], None, d) if v.size), default=0.0)
     return np.linspace(0.0, hi if hi > 0 else 1.0, bins + 1)
 
@@ -168,7 +169,7 @@ def binned_curve(S, D, edges, pair_mask=None) -> Tuple[np.ndarray, np.ndarray]:
         >>> mean.tolist(), count.tolist()
         ([0.5, -0.5], [1, 2])
     """
-    s, d, e = _square(S, "S"), _square(D, "D"), _check_edges(edges)
+    s, d, e = check_square(S, "S"), check_square(D, "D"), _check_edges(edges)
     if s.shape != d.shape:
         raise ValueError(f"Received: S {s.shape} and D {d.shape}; expected the same shape; fix: "
                          f"compute both on the same probes.")
@@ -214,8 +215,7 @@ def critical_length(centers, mean, count, min_count: int) -> float:
     if not np.isfinite(c).all() or np.any(np.diff(c) <= 0):
         raise ValueError("Received: centers not finite and strictly increasing; expected bin centres in "
                          "increasing order; fix: pass (edges[:-1] + edges[1:]) / 2.")
-    if isinstance(min_count, bool) or not isinstance(min_count, (int, np.integer)) or min_count < 0:
-        raise ValueError(f"Received: min_count={min_count!r}; expected an integer >= 0; fix: pass e.g. 10.")
+    check_int(min_count, "min_count", minimum=0, fix="Pass e.g. 10.")
     used = (k >= min_count) & np.isfinite(m)
     c, m = c[used], m[used]
     if m.size == 0 or m[0] <= 0:
@@ -246,14 +246,13 @@ def critical_length_fit(D, S, same_class_mask, min_pairs: int = 10) -> float:
         >>> critical_length_fit(d, 1.0 - d, np.ones((3, 3), dtype=bool), min_pairs=2)
         1.0
     """
-    d, s = _square(D, "D"), _square(S, "S")
+    d, s = check_square(D, "D"), check_square(S, "S")
     mask = np.asarray(same_class_mask)
     if d.shape != s.shape or mask.shape != d.shape or mask.dtype != bool:
         raise ValueError(f"Received: D {d.shape}, S {s.shape}, same_class_mask {mask.shape} ({mask.dtype}); "
                          f"expected the same (N, N) shape and a boolean mask; fix: build the mask as "
                          f"labels[:, None] == labels[None, :].")
-    if isinstance(min_pairs, bool) or not isinstance(min_pairs, (int, np.integer)) or min_pairs < 2:
-        raise ValueError(f"Received: min_pairs={min_pairs!r}; expected an integer >= 2; fix: pass e.g. 10.")
+    check_int(min_pairs, "min_pairs", minimum=2, fix="Pass e.g. 10.")
     # One pass of float64 moment sums; the variance guard below rejects near-constant distances.
     n, sum_d, sum_s, sum_dd, sum_ds, max_d = 0, 0.0, 0.0, 0.0, 0.0, -np.inf
     for dv, sv in _upper_pairs(d.shape[0], mask, d, s):

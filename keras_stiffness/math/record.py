@@ -103,8 +103,11 @@ class Measurement:
         """One summary as a float: ``name`` in {"within", "between", "mean"}.
 
         Example:
-            >>> m.scalar("within", "train-val", "sign")  # doctest: +SKIP
-            0.93
+            >>> from keras_stiffness.math.summarize import summarize
+            >>> g = np.array([[1.0, 0.0], [0.9, 0.1], [-0.2, 1.0], [-0.3, 0.9]])
+            >>> m = summarize(g @ g.T, None, np.array([0, 0, 1, 1]), np.array([False, True, False, True]), 2)
+            >>> m.scalar("within", "train-val", "sign"), m.scalar("between", "train-val", "sign")
+            (1.0, -1.0)
         """
         if name not in ("within", "between", "mean"):
             raise ValueError(
@@ -113,20 +116,14 @@ class Measurement:
         table = getattr(self, name)
         try:
             p = self.pair_sets.index(pair_set)
-        except ValueError:
+        except ValueError as exc:
             raise ValueError(
                 f"Unknown pair set: received {pair_set!r}; this measurement has {list(self.pair_sets)}."
-            ) from None
+            ) from exc
         try:
             k = self.measures.index(measure)
-        except ValueError:
+        except ValueError as exc:
             raise ValueError(
                 f"Unknown measure: received {measure!r}; this measurement has {list(self.measures)}."
-            ) from None
+            ) from exc
         return float(table[p, k])
-
-
-def nan_to_none(value: float) -> Optional[float]:
-    """A float for JSON: NaN becomes ``None``."""
-    value = float(value)
-    return None if math.isnan(value) else value

@@ -21,52 +21,30 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 
 from keras_stiffness.math.record import MEASURES as MEASURE_NAMES
+from keras_stiffness.validation import check_int, check_label_range, check_square
+
 ZERO_NORM_RTOL = 1e-30
 SIGN_RTOL = 1e-12
 
 
-def _square(matrix, name: str = "gram") -> np.ndarray:
-    """``matrix`` as a finite square float64 array, else ValueError."""
-    arr = np.asarray(matrix, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
-        raise ValueError(
-            f"Received: {name} with shape {arr.shape}; expected a square (N, N) matrix; "
-            f"fix: pass the full matrix of all probes."
-        )
-    if not np.isfinite(arr).all():
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(
-            f"Received: {name} with a non-finite entry at {tuple(int(k) for k in bad)}; "
-            f"expected finite values; fix: check the model's loss and gradients for NaN/inf."
-        )
-    return arr
+def probe_labels(labels, n: int, n_classes: int, name: str = "labels") -> np.ndarray:
+    """``labels`` as an int64 vector of one class per probe, ``n`` of them, in ``[0, n_classes)``.
 
+    Raises:
+        TypeError: Non-integer labels.
+        ValueError: Wrong length, or a label out of range.
 
-def _labels(labels, n: int, n_classes: int, name: str = "labels") -> np.ndarray:
-    """``labels`` as an int64 vector of length ``n`` in ``[0, n_classes)``, else TypeError/ValueError."""
+    Example:
+        >>> probe_labels([0, 1, 1], 3, 2).tolist()
+        [0, 1, 1]
+    """
     arr = np.asarray(labels)
-    if arr.dtype.kind not in "iu" and arr.size:
-        raise TypeError(
-            f"Received: {name} of dtype {arr.dtype}; expected integer class indices; "
-            f"fix: pass np.asarray({name}).astype(int) (or argmax of one-hot labels)."
-        )
     if arr.shape != (n,):
         raise ValueError(
             f"Received: {name} with shape {arr.shape}; expected ({n},), one label per probe; "
             f"fix: pass one integer class per row/column of the matrix."
         )
-    if n and (arr.min() < 0 or arr.max() >= n_classes):
-        raise ValueError(
-            f"Received: {name} with values in [{arr.min()}, {arr.max()}]; expected values in "
-            f"[0, {n_classes}) for n_classes={n_classes}; fix: pass the right n_classes or remap labels."
-        )
-    return arr.astype(np.int64)
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"Received: {name}={value!r}; expected a positive integer; fix: pass e.g. 10.")
-    return int(value)
+    return check_label_range(arr, n_classes, name, fix="Pass the right n_classes or remap the labels.")
 
 
 def check_measures(measures: Sequence[str]) -> Tuple[str, ...]:
@@ -98,7 +76,7 @@ def zero_norm_mask(gram) -> np.ndarray:
         >>> zero_norm_mask([[1.0, 0.0], [0.0, 0.0]]).tolist()
         [False, True]
     """
-    diag = np.diagonal(_square(gram))
+    diag = np.diagonal(check_square(gram))
     scale = max(float(diag.max()), 0.0) if diag.size else 0.0
     return diag <= ZERO_NORM_RTOL * scale
 
@@ -144,7 +122,7 @@ def cosine_stiffness(gram) -> Tuple[np.ndarray, np.ndarray]:
         >>> np.round(s, 3).tolist(), zero.tolist()
         ([[1.0, 0.707, 0.0], [0.707, 1.0, 0.0], [0.0, 0.0, 0.0]], [False, False, True])
     """
-    return _cosine(_square(gram))
+    return _cosine(check_square(gram))
 
 
 def sign_stiffness(gram) -> np.ndarray:
@@ -157,7 +135,7 @@ def sign_stiffness(gram) -> np.ndarray:
         >>> sign_stiffness([[4.0, -1.0], [-1.0, 1.0]]).tolist()
         [[1.0, -1.0], [-1.0, 1.0]]
     """
-    return _sign_from_cosine(_cosine(_square(gram))[0])
+    return _sign_from_cosine(_cosine(check_square(gram))[0])
 
 
 def stiffness(gram, measure: str) -> np.ndarray:
@@ -189,7 +167,7 @@ def stiffness_matrices(gram, measures: Sequence[str] = MEASURE_NAMES) -> Tuple[D
         (-1.0, -0.2, 0)
     """
     measures = check_measures(measures)
-    cos, zero = _cosine(_square(gram))
+    cos, zero = _cosine(check_square(gram))
     out = {}
     if "sign" in measures:
         out["sign"] = _sign_from_cosine(cos)
@@ -200,15 +178,15 @@ def stiffness_matrices(gram, measures: Sequence[str] = MEASURE_NAMES) -> Tuple[D
 
 def _class_sums(S, labels_a, labels_b, n_classes: int, same_set: bool) -> Tuple[np.ndarray, np.ndarray]:
     """Sum of stiffness and number of pairs per directed class pair ``(a, b)``; see class_stiffness."""
-    n_classes = _positive_int(n_classes, "n_classes")
+    n_classes = check_int(n_classes, "n_classes")
     s = np.asarray(S, dtype=np.float64)
     if s.ndim != 2 or not np.isfinite(s).all():
         raise ValueError(
             f"Received: S with shape {s.shape} (finite: {bool(np.isfinite(s).all())}); expected a finite "
             f"2-D block (rows = first set, columns = second set); fix: pass a stiffness block."
         )
-    la = _labels(labels_a, s.shape[0], n_classes, "labels_a")
-    lb = _labels(labels_b, s.shape[1], n_classes, "labels_b")
+    la = probe_labels(labels_a, s.shape[0], n_classes, "labels_a")
+    lb = probe_labels(labels_b, s.shape[1], n_classes, "labels_b")
     if same_set and (s.shape[0] != s.shape[1] or not np.array_equal(la, lb)):
         raise ValueError(
             "Received: same_set=True with different row and column probes; expected a square block "
@@ -302,8 +280,14 @@ def pair_set_blocks(is_val) -> Dict[str, Tuple[np.ndarray, np.ndarray, bool]]:
     return blocks
 
 
-def _block(S: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``S[rows][:, cols]`` without a copy when both index all of ``S`` in order."""
+def sub_block(S: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``S[rows][:, cols]`` without a copy when both index all of ``S`` in order.
+
+    Example:
+        >>> S = np.arange(9.0).reshape(3, 3)
+        >>> sub_block(S, np.arange(3), np.arange(3)) is S, sub_block(S, np.array([0]), np.array([2])).tolist()
+        (True, [[2.0]])
+    """
     n = S.shape[0]
     full = np.arange(n)
     if rows.size == n and cols.size == n and np.array_equal(rows, full) and np.array_equal(cols, full):

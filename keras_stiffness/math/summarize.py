@@ -13,13 +13,14 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from keras_stiffness.math.distance import (
-    _check_metric, binned_curve, critical_length, critical_length_fit, default_edges, pairwise_distance,
+    binned_curve, check_metric, critical_length, critical_length_fit, default_edges, pairwise_distance,
 )
 from keras_stiffness.math.record import PAIR_SETS, TAGS, Measurement
 from keras_stiffness.math.stiffness import (
-    _block, _labels, _positive_int, _square, check_measures, class_stiffness, pair_set_blocks,
-    stiffness_matrices, within_between,
+    check_measures, class_stiffness, pair_set_blocks, probe_labels, stiffness_matrices, sub_block,
+    within_between,
 )
+from keras_stiffness.validation import check_int, check_square
 
 Blocks = Dict[str, Tuple[np.ndarray, np.ndarray, bool]]
 
@@ -47,7 +48,7 @@ def _pair_set_summaries(mats: Dict[str, np.ndarray], measures: Tuple[str, ...], 
     }
     for p, (rows, cols, same_set) in enumerate(blocks.values()):
         for k, measure in enumerate(measures):
-            sub = _block(mats[measure], rows, cols)
+            sub = sub_block(mats[measure], rows, cols)
             matrix, counts = class_stiffness(sub, labels[rows], labels[cols], n_classes, same_set)
             out["class_matrix"][p, k], out["class_pairs"][p] = matrix, counts
             out["within"][p, k], out["between"][p, k] = within_between(matrix)
@@ -109,15 +110,14 @@ def summarize(
         ((1, 2, 2, 2), (1, 2, 4))
     """
     measures = check_measures(measures)
-    _check_metric(metric)
-    bins = _positive_int(bins, "bins")
-    if isinstance(min_count, bool) or not isinstance(min_count, (int, np.integer)) or min_count < 0:
-        raise ValueError(f"Received: min_count={min_count!r}; expected an integer >= 0; fix: pass e.g. 10.")
+    check_metric(metric)
+    bins = check_int(bins, "bins")
+    min_count = check_int(min_count, "min_count", minimum=0, fix="Pass e.g. 10.")
     tag_values = _tags(tags)
-    gram = _square(total, "total")
+    gram = check_square(total, "total")
     n = gram.shape[0]
-    n_classes = _positive_int(n_classes, "n_classes")
-    labels = _labels(labels, n, n_classes)
+    n_classes = check_int(n_classes, "n_classes")
+    labels = probe_labels(labels, n, n_classes)
     blocks = pair_set_blocks(is_val)
     if np.asarray(is_val).shape != (n,):
         raise ValueError(f"Received: is_val with shape {np.shape(is_val)}; expected ({n},); "
@@ -131,7 +131,7 @@ def summarize(
     layer_tables = {key: np.full((len(per_layer), len(pair_sets), len(measures)), np.nan)
                     for key in ("mean", "within", "between")}
     for li, (name, layer_gram) in enumerate(per_layer.items()):
-        lg = _square(layer_gram, f"per_layer[{name!r}]")
+        lg = check_square(layer_gram, f"per_layer[{name!r}]")
         if lg.shape != gram.shape:
             raise ValueError(f"Received: per_layer[{name!r}] with shape {lg.shape}; expected {gram.shape} "
                              f"like total; fix: pass blocks of the same probes.")
@@ -167,7 +167,7 @@ def _curves(mats: Dict[str, np.ndarray], measures: Tuple[str, ...], labels: np.n
     }
     if not reps:
         return out
-    s_train = {m: _block(mats[m], train, train) for m in measures}
+    s_train = {m: sub_block(mats[m], train, train) for m in measures}
     lab = labels[train]
     same_class = lab[:, None] == lab[None, :]
     all_train = train.size == n and np.array_equal(train, np.arange(n))

@@ -9,18 +9,27 @@ through the exact jacobian route.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Protocol, Sequence, Union, runtime_checkable
+import re
+
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from keras_stiffness.engine.api import GramResult, check_losses, check_probes, parse_method, total_of
+from keras_stiffness.measure.config import LayerSelection
 
-LayerSelection = Union[str, Sequence[str]]
 
 
 @runtime_checkable
 class StiffnessAdapter(Protocol):
-    """What the toolkit needs from a model."""
+    """What the toolkit needs from a model: the callback, ``kstiff analyze`` and the measurement use
+    nothing else. :class:`KerasAdapter` and :class:`FunctionAdapter` implement it; so can your own class.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> isinstance(FunctionAdapter(lambda x, y: x, [tf.Variable(1.0)]), StiffnessAdapter)
+        True
+    """
 
     def layer_names(self) -> List[str]:
         """Names of the Gram blocks (layers with trainable weights), in forward order."""
@@ -33,6 +42,9 @@ class StiffnessAdapter(Protocol):
 
     def describe(self) -> dict:
         """JSON-serializable description: name, parameter count, loss, summary text."""
+
+    def check_probes(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Raise ValueError, saying what does not fit, when the model cannot take these probes."""
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -57,6 +69,64 @@ def select_layers(available: List[str], layers: LayerSelection) -> List[str]:
     return [name for name in available if name in layers]
 
 
+def shape_text(shape) -> str:
+    """``(8, 8, 1)``, with ``None`` for unknown sizes (a single size prints as ``(5)``, as kstiff always did).
+
+    Example:
+        >>> shape_text((None, 3)), shape_text((5,))
+        ('(None, 3)', '(5)')
+    """
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def model_input_shape(model) -> Optional[tuple]:
+    """The input shape a Keras model declares, without the batch axis, or None when it declares none."""
+    for getter in (lambda: model.inputs[0].shape, lambda: model.input_shape):
+        try:
+            shape = getter()
+        except (AttributeError, ValueError, TypeError, IndexError):
+            continue
+        if isinstance(shape, list):  # several inputs
+            shape = shape[0]
+        if shape is not None:
+            return tuple(shape)[1:]
+    from keras_stiffness.keras_compat import build_input_shape
+
+    shape = build_input_shape(model)
+    if isinstance(shape, (list, tuple)) and shape and not isinstance(shape[0], (list, tuple)):
+        return tuple(shape)[1:]
+    return None
+
+
+def call_model(model, x: np.ndarray, *, source: str, fix: str) -> np.ndarray:
+    """The model's outputs for a few inputs ``x`` in inference mode, or a ValueError naming the shapes.
+
+    The one check of "does the model accept these inputs", used by the callback (on its probes) and by
+    ``kstiff analyze`` (on the data set).
+
+    Args:
+        model: A Keras model.
+        x: A few inputs (two are enough).
+        source: What the inputs are, for the message (e.g. "the probes", "data 'digits'").
+        fix: How the user fixes it.
+
+    Raises:
+        ValueError: The call failed; the message keeps the model's own error, and the cause is chained.
+    """
+    import keras
+
+    try:
+        return np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
+    except Exception as exc:  # noqa: BLE001 - any failure here means the inputs do not fit
+        expected = model_input_shape(model)
+        what = shape_text(expected) if expected is not None else "another shape"
+        detail = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())  # one line, no terminal colours
+        raise ValueError(
+            f"Model {model.name!r} expects inputs of shape {what}, but {source} gives "
+            f"{shape_text(x.shape[1:])} (calling the model failed: {type(exc).__name__}: {detail}). {fix}"
+        ) from exc
+
+
 class KerasAdapter:
     """Adapter for a Keras model (Sequential, functional, subclassed), using the structured engine.
 
@@ -67,11 +137,16 @@ class KerasAdapter:
         chunk_size: Probes per pass (default 1024).
 
     Example:
-        >>> adapter = KerasAdapter(model)  # doctest: +SKIP
-        >>> adapter.gram(x, y).total.shape  # doctest: +SKIP
-        (100, 100)
-        >>> list(adapter.representations(x))  # doctest: +SKIP
-        ['input', 'dense', 'dense_1']
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="hidden"),
+        ...                           keras.layers.Dense(2, activation="softmax", name="out")])
+        >>> model.compile(loss="sparse_categorical_crossentropy")
+        >>> x, y = np.random.default_rng(0).normal(size=(6, 3)).astype("float32"), np.array([0, 1] * 3)
+        >>> adapter = KerasAdapter(model)
+        >>> adapter.gram(x, y).total.shape
+        (6, 6)
+        >>> list(adapter.representations(x))
+        ['input', 'hidden', 'out']
     """
 
     def __init__(self, model, *, loss=None, method: str = "auto", chunk_size: Optional[int] = None):
@@ -106,10 +181,8 @@ class KerasAdapter:
         return result
 
     def representations(self, x: np.ndarray, layers: LayerSelection = "all") -> Dict[str, np.ndarray]:
-        from keras_stiffness.engine.api import CAPTURE_CHUNK
+        from keras_stiffness.engine.api import CAPTURE_CHUNK, cast_to_model_dtype
         from keras_stiffness.engine.capture import capture
-
-        from keras_stiffness.engine.api import cast_to_model_dtype
 
         x = cast_to_model_dtype(self.model, np.asarray(x))
         units = self._units()
@@ -142,6 +215,20 @@ class KerasAdapter:
         }
 
 
+    def check_probes(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Fail clearly, before any measuring, when the probes do not fit the model or its loss.
+
+        Raises:
+            ValueError: The model cannot be called on the probe inputs, or the labels do not match
+                its outputs (out-of-range classes, another shape).
+        """
+        from keras_stiffness.engine.losses import check_labels
+
+        out = call_model(self.model, np.asarray(x)[:2], source="the probe set",
+                         fix="Pass probes preprocessed exactly as the training data.")
+        check_labels(np.asarray(y), (len(y), *out.shape[1:]), self.loss_name)
+
+
 class FunctionAdapter:
     """Adapter for any TensorFlow-differentiable model given as a per-example loss function.
 
@@ -155,9 +242,11 @@ class FunctionAdapter:
         groups: Optional ``{name: [variables]}`` for per-layer blocks; default one block per variable.
         representation_fn: Optional ``x -> {name: (n, ...) array}`` for distances in those spaces.
         name: A name for descriptions and run files.
-        chunk_size: Probes per jacobian chunk is chosen by memory; this caps forward passes.
+
+    Probes per jacobian chunk are chosen by memory (see ``keras_stiffness.engine.fallback``).
 
     Example:
+        >>> import tensorflow as tf
         >>> w = tf.Variable(tf.random.normal((4, 3)))
         >>> def loss(x, y):
         ...     logits = tf.matmul(tf.cast(x, tf.float32), w)
@@ -240,11 +329,64 @@ class FunctionAdapter:
             "summary": "",
         }
 
+    def check_probes(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Fail clearly when the loss function cannot take the probes or reduces over the batch.
 
-def as_adapter(model_or_adapter, **kwargs) -> StiffnessAdapter:
-    """A Keras model becomes a :class:`KerasAdapter`; an adapter is returned as is."""
-    if isinstance(model_or_adapter, (KerasAdapter, FunctionAdapter)):
+        Raises:
+            ValueError: The function fails on two probes, or does not return one loss per example.
+        """
+        name = getattr(self.per_example_loss, "__name__", "per_example_loss")
+        x2, y2 = np.asarray(x)[:2], np.asarray(y)[:2]
+        try:
+            values = np.asarray(self.per_example_loss(x2, y2))
+        except Exception as exc:  # noqa: BLE001 - any failure here means the probes do not fit
+            raise ValueError(
+                f"The loss function {name!r} failed on probe inputs of shape {x2.shape[1:]} and labels of "
+                f"shape {y2.shape[1:]} ({type(exc).__name__}: {exc}). Pass probes preprocessed as the "
+                "function expects."
+            ) from exc
+        if values.shape != (len(x2),):
+            raise ValueError(
+                f"Received: per-example losses of shape {values.shape} from {name!r} for {len(x2)} probes; "
+                f"expected shape ({len(x2)},), one loss per example. Do not reduce over the batch."
+            )
+
+
+ADAPTER_METHODS = ("layer_names", "gram", "representations", "describe", "check_probes")
+
+
+def as_adapter(model_or_adapter, *, loss=None, method: str = "auto") -> StiffnessAdapter:
+    """The edge where a Keras model becomes a :class:`KerasAdapter`; an adapter is returned as is.
+
+    Args:
+        model_or_adapter: A Keras model, or any object with the :class:`StiffnessAdapter` methods.
+        loss: For a Keras model: the loss to differentiate (default: the compiled one).
+        method: For a Keras model: ``"auto"``, ``"structured"`` or ``"jacobian"``.
+
+    Raises:
+        ValueError: ``loss`` or ``method`` given together with an adapter (they belong to it).
+        TypeError: Neither a Keras model nor an adapter.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> adapter = FunctionAdapter(lambda x, y: x, [tf.Variable(1.0)])
+        >>> as_adapter(adapter) is adapter
+        True
+    """
+    if isinstance(model_or_adapter, StiffnessAdapter):
+        if loss is not None or method != "auto":
+            raise ValueError(
+                f"Received: loss={loss!r}, method={method!r} together with an adapter "
+                f"({type(model_or_adapter).__name__}); expected them only with a Keras model. Give the "
+                "adapter its loss and method when you make it."
+            )
         return model_or_adapter
-    if all(hasattr(model_or_adapter, m) for m in ("gram", "representations", "layer_names")):
-        return model_or_adapter
-    return KerasAdapter(model_or_adapter, **kwargs)
+    import keras
+
+    if not isinstance(model_or_adapter, keras.Model):
+        missing = [m for m in ADAPTER_METHODS if not callable(getattr(model_or_adapter, m, None))]
+        raise TypeError(
+            f"Received: {type(model_or_adapter).__name__}; expected a Keras model or a StiffnessAdapter "
+            f"(missing methods: {', '.join(missing)}). Wrap other models in a FunctionAdapter."
+        )
+    return KerasAdapter(model_or_adapter, loss=loss, method=method)

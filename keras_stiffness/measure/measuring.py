@@ -6,40 +6,11 @@ the same thing. The model is reached only through the adapter protocol.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
-from keras_stiffness.measure.adapters import LayerSelection, StiffnessAdapter
+from keras_stiffness.measure.adapters import StiffnessAdapter
+from keras_stiffness.measure.config import MeasureConfig
 from keras_stiffness.engine.api import GramResult
-
-
-@dataclasses.dataclass(frozen=True)
-class MeasureConfig:
-    """What a measurement computes (stored in the run file's configuration).
-
-    Attributes:
-        measures: Subset of ("sign", "cos").
-        distances: Compute stiffness-vs-distance curves and critical lengths.
-        layers: Representation spaces for distances: "all", "none" or layer names.
-        metric: "cosine" (``1 − cos``) or "euclidean".
-        bins: Number of distance bins.
-        min_count: Fewest pairs for a bin to count (bins below are kept but marked by their count).
-        save_gram: Store the raw ``(N, N)`` Gram in each row.
-    """
-
-    measures: Sequence[str] = ("sign", "cos")
-    distances: bool = True
-    layers: LayerSelection = "all"
-    metric: str = "cosine"
-    bins: int = 20
-    min_count: int = 10
-    save_gram: bool = False
-
-    def to_dict(self) -> dict:
-        out = dataclasses.asdict(self)
-        out["measures"] = list(self.measures)
-        out["layers"] = self.layers if isinstance(self.layers, str) else list(self.layers)
-        return out
 
 
 def measure(
@@ -60,9 +31,17 @@ def measure(
         ``(Measurement, GramResult)``.
 
     Example:
-        >>> m, gram = measure(KerasAdapter(model), probes, MeasureConfig(bins=10))  # doctest: +SKIP
-        >>> m.scalar("within", "train-train", "sign")  # doctest: +SKIP
-        0.98
+        >>> import keras
+        >>> import numpy as np
+        >>> from keras_stiffness.data.probes import ProbeSet
+        >>> from keras_stiffness.measure.adapters import KerasAdapter
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+        >>> model.compile(loss="sparse_categorical_crossentropy")
+        >>> x, y = np.random.default_rng(0).normal(size=(40, 3)).astype("float32"), np.arange(40) % 2
+        >>> probes = ProbeSet(x, y, per_class=5)
+        >>> m, gram = measure(KerasAdapter(model), probes, MeasureConfig(bins=4, min_count=1))
+        >>> gram.total.shape, -1.0 <= m.scalar("within", "train-train", "sign") <= 1.0
+        ((10, 10), True)
     """
     from keras_stiffness.math.summarize import summarize
 
@@ -85,12 +64,3 @@ def measure(
         save_gram=config.save_gram,
     )
     return m, gram
-
-
-def spaces_for(adapter: StiffnessAdapter, config: MeasureConfig) -> tuple:
-    """The representation spaces a measurement will have: ``("input", *layers)`` or ``()``."""
-    from keras_stiffness.measure.adapters import select_layers
-
-    if not config.distances:
-        return ()
-    return ("input", *select_layers(adapter.layer_names(), config.layers))

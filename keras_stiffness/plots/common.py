@@ -35,7 +35,7 @@ _RC = {
     "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.titlesize": 12,
 }
 PAIR_SET_COLORS = {"train-train": "tab:blue", "train-val": "tab:red", "val-val": "tab:green"}
-_MEASURE_NAMES = {"sign": "sign stiffness", "cos": "cosine stiffness"}
+MEASURE_NAMES = {"sign": "sign stiffness", "cos": "cosine stiffness"}
 
 
 @dataclasses.dataclass
@@ -105,7 +105,7 @@ def run_label(path) -> str:
     return path.parent.name if path.stem == "run" and path.parent.name else path.stem
 
 
-def _check_measure(measure: str, measures: Sequence[str], where: str) -> int:
+def check_measure(measure: str, measures: Sequence[str], where: str) -> int:
     if measure not in measures:
         raise ValueError(f"Received: measure={measure!r}; expected one of {list(measures)} (the measures "
                          f"recorded in {where}).")
@@ -114,30 +114,30 @@ def _check_measure(measure: str, measures: Sequence[str], where: str) -> int:
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def _finite(x) -> bool:
+def is_finite(x) -> bool:
     return x is not None and math.isfinite(float(x))
 
 
-def _fmt(x: float, spec: str = ".3g") -> str:
-    return format(float(x), spec) if _finite(x) else "n/a"
+def fmt(x: float, spec: str = ".3g") -> str:
+    return format(float(x), spec) if is_finite(x) else "n/a"
 
 
-def _pretty(pair_set: str) -> str:
+def pretty_pair_set(pair_set: str) -> str:
     return pair_set.replace("-", "–")
 
 
-def _when_parts(tags: Dict[str, np.ndarray], i: int) -> List[str]:
+def when_parts(tags: Dict[str, np.ndarray], i: int) -> List[str]:
     step = int(tags["step"][i])
     parts = ["step 0 (init)" if step == 0 else f"step {step}"]
-    if _finite(tags["epoch"][i]):
-        parts.append(f"epoch {_fmt(tags['epoch'][i])}")
-    parts.append(f"train loss {_fmt(tags['train_loss'][i])}")
+    if is_finite(tags["epoch"][i]):
+        parts.append(f"epoch {fmt(tags['epoch'][i])}")
+    parts.append(f"train loss {fmt(tags['train_loss'][i])}")
     return parts
 
 
 def when(tags: Dict[str, np.ndarray], i: int) -> str:
     """``"step 120, epoch 3, train loss 0.412"`` for measurement ``i`` (``"step 0 (init)"`` first)."""
-    return ", ".join(_when_parts(tags, i))
+    return ", ".join(when_parts(tags, i))
 
 
 def distance_label(metric: str) -> str:
@@ -156,7 +156,7 @@ def depth_colors(names: Sequence[str]) -> Dict[str, object]:
     return out
 
 
-def _plain(axis) -> None:
+def plain_ticks(axis) -> None:
     """Tick labels as plain numbers (0.01, 0.1, 1, 10) rather than powers of ten."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
@@ -171,7 +171,7 @@ def epoch_axis(ax, epochs) -> None:
     if pos.size and pos.max() / pos.min() >= 10:
         lin = 10.0 ** math.floor(math.log10(pos.min()))
         ax.set_xscale("symlog", linthresh=lin, linscale=0.4)
-        _plain(ax.xaxis)
+        plain_ticks(ax.xaxis)
         ax.set_xlabel(f"epoch (0 = init; linear up to {lin:g}, log above)")
     else:
         ax.set_xlabel("epoch")
@@ -190,7 +190,7 @@ def loss_axis(ax, losses) -> None:
         ax.set_xscale("log")
         if v.max() / v.min() < 1e3:  # few decades: 1-2-5 ticks in plain numbers
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            _plain(ax.xaxis)
+            plain_ticks(ax.xaxis)
         # more decades: matplotlib's powers of ten, which never crowd
     if not ax.xaxis_inverted():
         ax.invert_xaxis()
@@ -205,7 +205,7 @@ def empty_note(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.35", wrap=True)
 
 
-def _new_figure(width: float, height: float):
+def new_figure(width: float, height: float):
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")

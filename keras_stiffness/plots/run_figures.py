@@ -17,8 +17,8 @@ import numpy as np
 
 from keras_stiffness.math.record import Measurement
 from keras_stiffness.plots.common import (
-    _MEASURE_NAMES, DPI, PAIR_SET_COLORS, RunData, _check_measure, _finite, _fmt, _new_figure, _plain, _pretty,
-    _when_parts, beyond_handle, current_train_loss, depth_colors, distance_label, distance_top, empty_note,
+    MEASURE_NAMES, DPI, PAIR_SET_COLORS, RunData, check_measure, is_finite, fmt, new_figure, plain_ticks, pretty_pair_set,
+    when_parts, beyond_handle, current_train_loss, depth_colors, distance_label, distance_top, empty_note,
     epoch_axis, load_run, loss_axis, plot_xi, run_label, save, style, when, xi_limits, zero_line,
 )
 
@@ -75,11 +75,11 @@ def class_matrix_figure(data: RunData, at: Sequence[int], measure: str):
     """Figure 6: class stiffness matrices (rows: train–train, train–val; columns: measurements ``at``)."""
     import matplotlib
 
-    k = _check_measure(measure, data.measures, f"run {data.name!r}")
+    k = check_measure(measure, data.measures, f"run {data.name!r}")
     sets = [p for p in ("train-train", "train-val") if p in data.pair_sets]
     c = len(data.class_names)
     side = 3.3 if c <= 30 else 4.2
-    fig = _new_figure(1.4 + side * len(at), 0.9 + (side + 0.5) * len(sets))
+    fig = new_figure(1.4 + side * len(at), 0.9 + (side + 0.5) * len(sets))
     axes = fig.subplots(len(sets), len(at), squeeze=False)
     cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.7")
     step = max(1, math.ceil(c / 20))
@@ -108,11 +108,11 @@ def class_matrix_figure(data: RunData, at: Sequence[int], measure: str):
             if r == len(sets) - 1:
                 ax.set_xlabel("class of X2 (measured)")
             if col == 0:
-                ax.set_ylabel(f"{_pretty(pair_set)}\nclass of X1 (step taken)")
-            parts = _when_parts(data.tags, i)
+                ax.set_ylabel(f"{pretty_pair_set(pair_set)}\nclass of X1 (step taken)")
+            parts = when_parts(data.tags, i)
             ax.set_title(", ".join(parts[:-1]) + "\n" + parts[-1], fontsize=9)
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=f"mean {_MEASURE_NAMES[measure]}")
-    fig.suptitle(f"{data.name}: class stiffness matrices C(a, b), {_MEASURE_NAMES[measure]}"
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=f"mean {MEASURE_NAMES[measure]}")
+    fig.suptitle(f"{data.name}: class stiffness matrices C(a, b), {MEASURE_NAMES[measure]}"
                  + ("" if c <= 12 else f" ({c} classes, every {step}th labelled)" if step > 1 else "")
                  + "\ngrey (n/a): no pairs of that class pair")
     return fig
@@ -122,8 +122,8 @@ def training_figure(data: RunData, measure: str):
     """Within/between stiffness vs epoch and vs train loss, per pair set; the chosen measure solid."""
     from matplotlib.lines import Line2D
 
-    _check_measure(measure, data.measures, f"run {data.name!r}")
-    fig = _new_figure(11.5, 7.0)
+    check_measure(measure, data.measures, f"run {data.name!r}")
+    fig = new_figure(11.5, 7.0)
     axes = fig.subplots(2, 2, sharey="row", sharex="col")
     epoch, loss = data.tags["epoch"], current_train_loss(data.tags)
     has_loss = bool(np.isfinite(loss).any())
@@ -155,7 +155,7 @@ def training_figure(data: RunData, measure: str):
     missing = int(np.isnan(loss).sum())
     axes[0, 1].set_title("vs train loss" + (f" ({missing} measurement{'s' * (missing > 1)} without a "
                                             f"recorded loss left out)" if has_loss and missing else ""))
-    sets = [Line2D([], [], color=PAIR_SET_COLORS[p], marker="o", ms=4, label=_pretty(p)) for p in data.pair_sets]
+    sets = [Line2D([], [], color=PAIR_SET_COLORS[p], marker="o", ms=4, label=pretty_pair_set(p)) for p in data.pair_sets]
     kinds = [Line2D([], [], color="black", ls=styles[m], marker="o", mfc=None if m == measure else "white",
                     label=m + " (chosen)" * (m == measure)) for m in data.measures]
     fig.legend(handles=sets, loc="outside right upper", title="pair set")
@@ -165,9 +165,9 @@ def training_figure(data: RunData, measure: str):
 
 
 def _xi(value: float, top: float) -> str:
-    if not _finite(value):
+    if not is_finite(value):
         return "undefined"
-    return _fmt(value) + (" ▲ beyond range" if value > top else "")
+    return fmt(value) + (" ▲ beyond range" if value > top else "")
 
 
 def _bin_values(m: Measurement, r: int, k: int, min_count: int):
@@ -183,10 +183,10 @@ def distance_figure(data: RunData, measure: str):
     """Figure 9: stiffness vs distance per space, last measurement solid, first dashed, ξ marked."""
     from matplotlib.lines import Line2D
 
-    k = _check_measure(measure, data.measures, f"run {data.name!r}")
+    k = check_measure(measure, data.measures, f"run {data.name!r}")
     first, last = 0, data.n - 1
     colors = depth_colors(data.spaces)
-    fig = _new_figure(13.0, 7.0)
+    fig = new_figure(13.0, 7.0)
     ax, ax_n = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     zero_line(ax)
     handles = []
@@ -201,17 +201,17 @@ def distance_figure(data: RunData, measure: str):
         (line,) = ax.plot(x, y, "-", marker="o", ms=3.5, color=col, lw=1.8,
                           label=f"{space}: ξ = {_xi(xi, data.dist_top)} (fit {_xi(xi_fit, data.dist_top)})")
         handles.append(line)
-        if _finite(xi):
+        if is_finite(xi):
             ax.axvline(xi, color=col, ls=":", lw=1.5)
         counts = np.asarray(data.rows[last].curve_count[r], dtype=np.float64)
         ax_n.step(x, np.where(counts > 0, counts, np.nan), where="mid", color=col, lw=1.2)
-    ax.set_ylabel(f"mean {_MEASURE_NAMES[measure]}\n(train–train pairs)")
+    ax.set_ylabel(f"mean {MEASURE_NAMES[measure]}\n(train–train pairs)")
     ax.grid(alpha=0.3)
     styles = [Line2D([], [], color="0.3", ls="-", marker="o", ms=3.5,
-                     label="last: " + ",\n".join(_when_parts(data.tags, last)))]
+                     label="last: " + ",\n".join(when_parts(data.tags, last)))]
     if first != last:
         styles.append(Line2D([], [], color="0.3", ls="--",
-                             label="first: " + ",\n".join(_when_parts(data.tags, first))))
+                             label="first: " + ",\n".join(when_parts(data.tags, first))))
     styles.append(Line2D([], [], color="0.3", ls=":", label="ξ (zero crossing, last)"))
     fig.legend(handles=handles, loc="outside right upper", title="space: critical length ξ (last)")
     fig.legend(handles=styles, loc="outside right lower", title="line style", fontsize=8)
@@ -226,14 +226,14 @@ def distance_figure(data: RunData, measure: str):
         tops = [float(data.rows[last].distance_edges[r, -1]) for r in range(len(data.spaces))]
         if max(tops) / max(min(tops), 1e-300) >= 10:
             ax_n.set_xscale("log")
-            _plain(ax_n.xaxis)
+            plain_ticks(ax_n.xaxis)
             ax_n.set_xlabel(distance_label(data.metric) + " (log)")
     else:  # 0 to the last occupied bin (ReLU features never get past 1 − cos = 1)
         edges = [data.rows[i].distance_edges[r, 1:][data.rows[i].curve_count[r] > 0]
                  for i in {first, last} for r in range(len(data.spaces))]
         occupied = np.concatenate(edges) if edges else np.zeros(0)
         ax_n.set_xlim(0.0, float(occupied.max()) if occupied.size else 2.0)
-    fig.suptitle(f"{data.name}: stiffness vs distance, {_MEASURE_NAMES[measure]}\n"
+    fig.suptitle(f"{data.name}: stiffness vs distance, {MEASURE_NAMES[measure]}\n"
                  f"bins with fewer than {data.min_count} pairs left out")
     return fig
 
@@ -242,9 +242,9 @@ def critical_length_figure(data: RunData, measure: str):
     """ξ per space along training: zero crossing (solid) and linear fit (dashed); NaN left as gaps."""
     from matplotlib.lines import Line2D
 
-    k = _check_measure(measure, data.measures, f"run {data.name!r}")
+    k = check_measure(measure, data.measures, f"run {data.name!r}")
     colors = depth_colors(data.spaces)
-    fig = _new_figure(10.0, 5.5)
+    fig = new_figure(10.0, 5.5)
     ax = fig.subplots()
     epoch = data.tags["epoch"]
     xi, xi_fit = data.series["critical_length"][:, :, k], data.series["critical_length_fit"][:, :, k]
@@ -268,16 +268,16 @@ def critical_length_figure(data: RunData, measure: str):
     if beyond:
         kinds.append(beyond_handle(data.dist_top))
     fig.legend(handles=kinds, loc="outside right lower", title="ξ estimator")
-    fig.suptitle(f"{data.name}: critical length along training, {_MEASURE_NAMES[measure]} (gaps: ξ undefined)")
+    fig.suptitle(f"{data.name}: critical length along training, {MEASURE_NAMES[measure]} (gaps: ξ undefined)")
     return fig
 
 
 def layer_figure(data: RunData, measure: str):
     """Per-layer within/between stiffness (train–train, each layer's Gram block alone) vs epoch."""
-    k = _check_measure(measure, data.measures, f"run {data.name!r}")
+    k = check_measure(measure, data.measures, f"run {data.name!r}")
     p = data.pair_sets.index("train-train")
     colors = depth_colors(data.layers)
-    fig = _new_figure(11.5, 4.8 if len(data.layers) <= 12 else 6.5)
+    fig = new_figure(11.5, 4.8 if len(data.layers) <= 12 else 6.5)
     axes = fig.subplots(1, 2, sharey=True)
     epoch = data.tags["epoch"]
     for ax, name in zip(axes, ("within", "between")):
@@ -288,7 +288,7 @@ def layer_figure(data: RunData, measure: str):
         epoch_axis(ax, epoch)
         ax.set_title(f"{name}-class, train–train")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"{_MEASURE_NAMES[measure]} of the layer's own weights")
+    axes[0].set_ylabel(f"{MEASURE_NAMES[measure]} of the layer's own weights")
     handles = axes[0].get_legend_handles_labels()[0]
     fig.legend(handles=handles, loc="outside right upper", title="layer (input → output)",
                ncol=1 if len(handles) <= 20 else 2, fontsize=8 if len(handles) > 12 else 9)
@@ -338,7 +338,7 @@ def plot_run(run_or_path, out_dir, *, at: Optional[Sequence[int]] = None, measur
     """
     with _opened(run_or_path) as run:
         n = len(run)
-        _check_measure(measure, tuple(run.measures), f"run file {str(run.path)!r}")
+        check_measure(measure, tuple(run.measures), f"run file {str(run.path)!r}")
         rows = _resolve_at(at, n) if n else []
         data = load_run(run, sorted(set(rows) | {0, n - 1}) if n else [])
     out = pathlib.Path(out_dir)

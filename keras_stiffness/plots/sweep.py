@@ -17,7 +17,7 @@ from typing import List, Sequence
 import numpy as np
 
 from keras_stiffness.plots.common import (
-    _MEASURE_NAMES, PAIR_SET_COLORS, _check_measure, _fmt, _pretty, beyond_handle, current_train_loss, depth_colors,
+    MEASURE_NAMES, PAIR_SET_COLORS, check_measure, fmt, pretty_pair_set, beyond_handle, current_train_loss, depth_colors,
     distance_label, distance_top, plot_xi, run_label, save, style, xi_limits, zero_line,
 )
 
@@ -75,7 +75,7 @@ def _read(path: str, measure: str) -> _RunSummary:
     from keras_stiffness.store.reader import open_run
 
     with open_run(path) as run:
-        k = _check_measure(measure, tuple(run.measures), f"run file {str(path)!r}")
+        k = check_measure(measure, tuple(run.measures), f"run file {str(path)!r}")
         if len(run) == 0:
             raise ValueError(f"Received: run file {str(path)!r} with no measurements; expected at least one.")
         tags = run.tags
@@ -111,7 +111,7 @@ def match_points(runs: Sequence[_RunSummary], match: str):
             last.append(float(finite.max()))
         target = min(last)
         picks = [_closest(run.epoch, target) for run in runs]
-        what = f"at the last common epoch, {_fmt(target)}"
+        what = f"at the last common epoch, {fmt(target)}"
     else:
         finals = []
         for run in runs:
@@ -123,7 +123,7 @@ def match_points(runs: Sequence[_RunSummary], match: str):
         j = int(np.argmax(finals))
         target = finals[j]
         picks = [_closest(run.train_loss, target) for run in runs]
-        what = (f"at train loss ≈ {_fmt(target)} (the largest final train loss, of "
+        what = (f"at train loss ≈ {fmt(target)} (the largest final train loss, of "
                 f"{run_label(runs[j].path)})")
     points = []
     for run, i in zip(runs, picks):
@@ -171,10 +171,10 @@ def sweep_figure(points: List[SweepPoint], spaces: tuple, metric: str, top: floa
     zero_line(ax_s)
     for p in sets:
         ax_s.plot(lr, [pt.within[p] for pt in points], "-", marker="o", ms=5, color=PAIR_SET_COLORS[p],
-                  lw=1.8, label=f"within, {_pretty(p)}")
+                  lw=1.8, label=f"within, {pretty_pair_set(p)}")
         ax_s.plot(lr, [pt.between[p] for pt in points], "--", marker="s", mfc="none", ms=4,
-                  color=PAIR_SET_COLORS[p], lw=1.1, label=f"between, {_pretty(p)}")
-    ax_s.set_ylabel(f"class {_MEASURE_NAMES[measure]}")
+                  color=PAIR_SET_COLORS[p], lw=1.1, label=f"between, {pretty_pair_set(p)}")
+    ax_s.set_ylabel(f"class {MEASURE_NAMES[measure]}")
     ax_s.set_title("within-class (solid) and between-class (dashed) stiffness")
     ax_s.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     for ax in (ax_xi, ax_s):
@@ -186,8 +186,8 @@ def sweep_figure(points: List[SweepPoint], spaces: tuple, metric: str, top: floa
     spread = ""
     if np.isfinite(used).all() and used.min() != used.max():
         spread = (f"; matched {'epochs' if match == 'epoch' else 'train losses'} "
-                  f"range {_fmt(used.min())}–{_fmt(used.max())}")
-    fig.suptitle(f"Learning-rate sweep ({len(points)} runs), {_MEASURE_NAMES[measure]}\n{what}{spread}")
+                  f"range {fmt(used.min())}–{fmt(used.max())}")
+    fig.suptitle(f"Learning-rate sweep ({len(points)} runs), {MEASURE_NAMES[measure]}\n{what}{spread}")
     return fig
 
 

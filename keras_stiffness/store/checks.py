@@ -32,11 +32,11 @@ def check_format(f: h5py.File, path: str) -> int:
         )
     try:
         version = int(f.attrs["format_version"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError) as exc:
         raise NotARunError(
             f"Received: {path!r} without a readable integer format_version attribute; expected a "
             "keras_stiffness run file. The file is damaged; re-create it."
-        ) from None
+        ) from exc
     if version > FORMAT_VERSION:
         raise FormatVersionError(
             f"Received: {path!r} with format_version={version}; expected <= {FORMAT_VERSION}: it "

@@ -38,49 +38,6 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def check_target(path: str, overwrite: bool, *, exists_fix: str = "") -> None:
-    """Refuse, before writing anything, a path where a new run file cannot be created.
-
-    Args:
-        path: The run file to create.
-        overwrite: Whether an existing file may be replaced.
-        exists_fix: How the caller's user fixes an existing file (default: the RunWriter's way).
-
-    Raises:
-        FileNotFoundError, NotADirectoryError, PermissionError, IsADirectoryError, FileExistsError.
-    """
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        ancestor = parent
-        while not os.path.exists(ancestor):
-            ancestor = os.path.dirname(ancestor)
-        if not os.path.isdir(ancestor):
-            raise NotADirectoryError(
-                f"Received: path={path!r}; expected a path in a directory, but {ancestor!r} is a "
-                "file. Choose another path."
-            )
-        raise FileNotFoundError(
-            f"Received: path={path!r}; expected a path in an existing directory, but {parent!r} "
-            "does not exist. Create it first (os.makedirs(directory, exist_ok=True))."
-        )
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(
-            f"Received: path={path!r}; expected a writable directory, but {parent!r} is not "
-            "writable. Choose another directory or change its permissions."
-        )
-    if os.path.isdir(path):
-        raise IsADirectoryError(
-            f"Received: path={path!r}, which is a directory; expected a file path such as "
-            f"{os.path.join(path, 'run.h5')!r}."
-        )
-    if os.path.lexists(path) and not overwrite:
-        raise FileExistsError(
-            f"Received: path={path!r}, which already exists; expected a new file. "
-            + (exists_fix or "Pass overwrite=True to replace it, or use RunWriter.resume(path, info, "
-               "from_step=...) to continue it.")
-        )
-
-
 def new_file(path: str) -> Tuple[h5py.File, str]:
     """A new HDF5 file under a unique temporary name next to ``path``."""
     directory, base = os.path.split(os.path.abspath(path))
@@ -103,15 +60,15 @@ def publish(tmp: str, path: str, overwrite: bool) -> None:
         return
     try:
         os.link(tmp, path)  # fails if path appeared meanwhile
-    except FileExistsError:
+    except FileExistsError as exc:
         raise FileExistsError(
             f"Received: path={path!r}, which was created by someone else meanwhile; expected a new "
             "file. Pass overwrite=True to replace it."
-        ) from None
-    except OSError:  # no hard links on this file system
+        ) from exc
+    except OSError as exc:  # no hard links on this file system
         if os.path.lexists(path):
             raise FileExistsError(f"Received: path={path!r}, which already exists; expected a new "
-                                  "file. Pass overwrite=True to replace it.") from None
+                                  "file. Pass overwrite=True to replace it.") from exc
         os.replace(tmp, path)
         return
     os.unlink(tmp)
@@ -153,7 +110,7 @@ def open_for_reading(path: str) -> Tuple[h5py.File, bool]:
                 f"({e}); expected a run file that is closed or being appended to. If a process is "
                 "modifying it, try again when it is done; if that process died, clear the mark "
                 f"with the HDF5 tool `h5clear -s {path}`."
-            ) from None
+            ) from e
     raise NotARunError(
         f"Received: {path!r}, which HDF5 cannot open ({error}); expected a complete run file. It "
         "may be truncated or damaged: copy it again, or re-create it."
@@ -216,12 +173,12 @@ def check_not_in_use(path: str, action: str) -> None:
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    except BlockingIOError as exc:
         raise RunInUseError(
             f"Received: {action} of {path!r}, which is open elsewhere (a writer still running, "
             "or a reader, maybe in this process); expected a file nobody is using. Stop that "
             "writer or close the reader, then try again."
-        ) from None
+        ) from exc
     except OSError:  # locks unsupported on this file system
         pass
     finally:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import numbers
 import os
 from dataclasses import field
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
@@ -41,6 +40,7 @@ import h5py
 import numpy as np
 
 from keras_stiffness.math.record import TAGS, Measurement
+from keras_stiffness.validation import check_int, check_names
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -135,9 +135,9 @@ class RunInfo:
     versions: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.class_names = list(_names("class_names", self.class_names))
+        self.class_names = list(check_names(self.class_names, "class_names"))
         for name in ("pair_sets", "measures", "layers", "spaces"):
-            setattr(self, name, _names(name, getattr(self, name)))
+            setattr(self, name, check_names(getattr(self, name), name))
         self.probe_labels = _int_vector("probe_labels", self.probe_labels)
         self.probe_indices = _int_vector("probe_indices", self.probe_indices)
         is_val = np.asarray(self.probe_is_val)
@@ -157,8 +157,8 @@ class RunInfo:
         for name in ("class_names", "pair_sets", "measures"):  # layers, spaces may be empty
             if not getattr(self, name):
                 raise ValueError(f"Received: {name}=[] (empty); expected at least one name.")
-        self.bins = _int_scalar("bins", self.bins, minimum=1)
-        self.min_count = _int_scalar("min_count", self.min_count, minimum=0)
+        self.bins = check_int(self.bins, "bins")
+        self.min_count = check_int(self.min_count, "min_count", minimum=0)
         if self.metric not in METRICS:
             raise ValueError(f"Received: metric={self.metric!r}; expected one of {list(METRICS)}.")
         if not isinstance(self.save_gram, (bool, np.bool_)):
@@ -187,12 +187,6 @@ class RunInfo:
         }
 
 
-def _names(name: str, values: Any) -> Tuple[str, ...]:
-    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
-        raise TypeError(f"Received: {name}={values!r}; expected a sequence of str.")
-    return tuple(values)
-
-
 def _int_vector(name: str, values: Any) -> np.ndarray:
     array = np.asarray(values)
     if array.ndim != 1 or array.dtype.kind not in "iu":
@@ -203,14 +197,6 @@ def _int_vector(name: str, values: Any) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _int_scalar(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or (
-        value < minimum
-    ):
-        raise ValueError(f"Received: {name}={value!r}; expected an int >= {minimum}.")
-    return int(value)
-
-
 def _to_json(name: str, value: Any) -> str:
     try:
         return json.dumps(value, sort_keys=True)
@@ -218,7 +204,7 @@ def _to_json(name: str, value: Any) -> str:
         raise TypeError(
             f"Received: {name} that JSON cannot encode ({e}); expected a JSON-serializable value "
             "(dicts, lists, str, numbers, bools, None); convert other objects with str() first."
-        ) from None
+        ) from e
 
 
 @dataclasses.dataclass(frozen=True)

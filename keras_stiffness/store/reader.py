@@ -53,11 +53,13 @@ class Run:
         ...                probe_hash="abc", pair_sets=("train-train",), measures=("sign", "cos"),
         ...                layers=("dense",), spaces=("input", "dense"), bins=5,
         ...                metric="cosine", min_count=1, save_gram=False, config={"epochs": 2})
-        >>> path = os.path.join(tempfile.mkdtemp(), "run.h5")
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> path = os.path.join(tmp.name, "run.h5")
         >>> RunWriter.create(path, info).close()
         >>> with open_run(path) as run:
         ...     len(run), run.series("class_matrix").shape, run.config
         (0, (0, 1, 2, 2, 2), {'epochs': 2})
+        >>> tmp.cleanup()
     """
 
     def __init__(self, path: PathLike) -> None:

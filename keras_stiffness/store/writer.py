@@ -22,6 +22,7 @@ How the file stays readable while it grows (HDF5 SWMR, single writer / multiple 
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Optional
 
 import h5py
@@ -30,13 +31,19 @@ import numpy as np
 from keras_stiffness.math.record import Measurement
 from keras_stiffness.store.checks import check_info, check_resumable, row_arrays
 from keras_stiffness.store.files import (
-    check_not_in_use, check_target, hold_shared_lock, new_file, open_for_reading, publish, release_lock,
+    check_not_in_use, hold_shared_lock, new_file, open_for_reading, publish, release_lock,
     remove_quietly, rewrite, shorten_in_place, utc_now,
 )
 from keras_stiffness.store.layout import PathLike, RunInfo, series_names, write_layout
+from keras_stiffness.validation import check_writable
 from keras_stiffness.version import __version__
 
 __all__ = ["RunWriter"]
+
+#: How a user fixes "the run file already exists" when creating one with the writer.
+EXISTS_FIX = (
+    "Pass overwrite=True to replace it, or use RunWriter.resume(path, info, from_step=...) to continue it."
+)
 
 
 class RunWriter:
@@ -58,10 +65,12 @@ class RunWriter:
         ...                probe_hash="abc", pair_sets=("train-train",), measures=("sign", "cos"),
         ...                layers=("dense",), spaces=("input", "dense"), bins=5,
         ...                metric="cosine", min_count=1, save_gram=False, config={"epochs": 2})
-        >>> path = os.path.join(tempfile.mkdtemp(), "run.h5")
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> path = os.path.join(tmp.name, "run.h5")
         >>> with RunWriter.create(path, info) as writer:  # then writer.append(measurement) per row
         ...     writer.n_rows
         0
+        >>> tmp.cleanup()
     """
 
     def __init__(self, file: h5py.File, path: str, info: RunInfo, n_rows: int,
@@ -96,7 +105,7 @@ class RunWriter:
         """
         path = os.fspath(path)
         check_info(info)
-        check_target(path, overwrite)
+        check_writable(path, overwrite=overwrite, exists_fix=EXISTS_FIX)
         if overwrite and os.path.exists(path):
             check_not_in_use(path, "overwrite")
         file, tmp = new_file(path)
@@ -221,8 +230,14 @@ class RunWriter:
                 if ds.shape[0] > n:
                     ds.resize(n, axis=0)
             self._file.flush()
-        except Exception:  # the original error is the one to report
-            pass
+        except Exception as exc:  # noqa: BLE001 - the append's own error is the one raised; say this too
+            warnings.warn(
+                f"RunWriter: could not shorten {self.path!r} back to {n} rows after a failed append "
+                f"({type(exc).__name__}: {exc}). Readers still see only the {n} complete rows (a row "
+                "counts once every series has it); resume or overwrite the file to clean it up.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def close(self) -> None:
         """Flush and close the file; calling it again does nothing."""
@@ -242,10 +257,10 @@ class RunWriter:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        # Garbage collection may run during interpreter shutdown, when h5py can no longer close;
+        # exceptions in __del__ are printed by Python, never raised, so close() is simply attempted.
+        if getattr(self, "_file", None) is not None:
             self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

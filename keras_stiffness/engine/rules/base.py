@@ -21,6 +21,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from keras_stiffness import keras_compat
+
 #: Largest float64 temporary a Gram product may allocate at once (elements). 2**25 = 256 MiB.
 BLOCK_ELEMENTS = 2**25
 #: Largest per-example gradient matrix kept whole (elements); beyond it, blocks are recomputed.
@@ -79,7 +81,9 @@ class Rule:
         unsupported: ``layer -> reason or None``; a reason sends that layer to the exact fallback.
 
     Example:
-        >>> Rule("scale", gram=my_gram_fn)  # doctest: +SKIP
+        >>> rule = Rule("scale", gram=lambda layer, captured: {})
+        >>> rule.name, rule.forward is None, rule.unsupported(object())
+        ('scale', True, None)
     """
 
     name: str
@@ -105,11 +109,8 @@ def pre_activation_forward(layer, call, args, kwargs, tap):
     (Dense, the convolutions). The attribute is restored in ``finally``.
     """
     activation = layer.activation
-    object.__setattr__(layer, "activation", None)
-    try:
+    with keras_compat.patched_attribute(layer, "activation", None):
         z = call(*args, **kwargs)
-    finally:
-        object.__setattr__(layer, "activation", activation)
     z = tap("out", z)
     return z if activation is None else activation(z)
 
