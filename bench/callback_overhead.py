@@ -78,19 +78,27 @@ def main() -> None:
     # Each repeat runs the two fits back to back: their ratio is the least disturbed by slow phases of
     # a shared machine; the median over repeats drops the outliers.
     paired = statistics.median(w / o for w, o in zip(times["with"], times["without"]))
-    print(f"examples {n}, batch 32, steps/epoch {n // 32}, probes {probes.n} "
-          f"({probes.n_train} train + {probes.n_val} held out), measurements per fit {measure_counts[0]}")
+    print(
+        f"examples {n}, batch 32, steps/epoch {n // 32}, probes {probes.n} "
+        f"({probes.n_train} train + {probes.n_val} held out), measurements per fit {measure_counts[0]}"
+    )
     print(f"epoch without callback: {base:.2f} s (runs: {', '.join(f'{t:.2f}' for t in times['without'])})")
     print(f"epoch with callback:    {with_cb:.2f} s (runs: {', '.join(f'{t:.2f}' for t in times['with'])})")
     own = statistics.median(own_seconds)
     cpu_ratio = statistics.median(w / o for w, o in zip(cpu["with"], cpu["without"]))
-    print(f"CPU seconds of this process per fit, without: {statistics.median(cpu['without']):.2f}, "
-          f"with: {statistics.median(cpu['with']):.2f}; paired ratio {cpu_ratio:.3f} "
-          "(insensitive to time taken by other processes)")
-    print(f"ratio with/without: {paired:.3f} (median of the {args.repeats} paired ratios; "
-          f"overhead {100 * (paired - 1):+.1f}%; acceptance: at most +5%)")
-    print(f"callback's own time per fit: {own:.3f} s = {100 * own / base:.1f}% of the epoch without it "
-          f"({own / measure_counts[0]:.3f} s per measurement)")
+    print(
+        f"CPU seconds of this process per fit, without: {statistics.median(cpu['without']):.2f}, "
+        f"with: {statistics.median(cpu['with']):.2f}; paired ratio {cpu_ratio:.3f} "
+        "(insensitive to time taken by other processes)"
+    )
+    print(
+        f"ratio with/without: {paired:.3f} (median of the {args.repeats} paired ratios; "
+        f"overhead {100 * (paired - 1):+.1f}%; acceptance: at most +5%)"
+    )
+    print(
+        f"callback's own time per fit: {own:.3f} s = {100 * own / base:.1f}% of the epoch without it "
+        f"({own / measure_counts[0]:.3f} s per measurement)"
+    )
 
 
 if __name__ == "__main__":

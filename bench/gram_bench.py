@@ -45,8 +45,13 @@ def build_mlp():
 
     keras.utils.set_random_seed(SEED)
     return keras.Sequential(
-        [keras.Input((784,)), L.Dense(500, activation="relu"), L.Dense(300, activation="relu"),
-         L.Dense(100, activation="relu"), L.Dense(10)],
+        [
+            keras.Input((784,)),
+            L.Dense(500, activation="relu"),
+            L.Dense(300, activation="relu"),
+            L.Dense(100, activation="relu"),
+            L.Dense(10),
+        ],
         name="paper_mlp",
     )
 
@@ -115,8 +120,15 @@ def compare(name, build, shape, n):
     t_jac, ref = timed(lambda: gradient_gram(model, x, y, loss=loss_fn(), method="jacobian"))
     err = float(np.linalg.norm(fast.total - ref.total) / np.linalg.norm(ref.total))
     return {
-        "name": name, "n": n, "params": params, "structured": t_struct, "jacobian": t_jac,
-        "floor": t_floor, "speedup": t_jac / t_struct, "over_floor": t_struct / t_floor, "error": err,
+        "name": name,
+        "n": n,
+        "params": params,
+        "structured": t_struct,
+        "jacobian": t_jac,
+        "floor": t_floor,
+        "speedup": t_jac / t_struct,
+        "over_floor": t_struct / t_floor,
+        "error": err,
     }
 
 
@@ -134,7 +146,9 @@ def large(n):
     """Time and peak RSS of the structured MLP at ``n`` probes, in a fresh child process."""
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--child-large", str(n)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"child failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -148,28 +162,48 @@ def report(rows, big, quick):
     import tensorflow as tf
 
     print(f"keras_stiffness gram benchmark{'  (--quick: reduced N; floors apply to full sizes)' if quick else ''}")
-    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, NumPy {np.__version__}, "
-          f"Python {platform.python_version()}, {os.cpu_count()} CPU(s), {platform.machine()}")
+    print(
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, NumPy {np.__version__}, "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPU(s), {platform.machine()}"
+    )
     print(f"timing: median of {REPEATS} after one warm-up (structured, floor); jacobian: one run\n")
-    head = f"{'model':<10}{'N':>6}{'params':>9}{'structured s':>14}{'jacobian s':>12}{'speedup':>9}" \
-           f"{'fwd+bwd s':>11}{'struct/floor':>14}{'rel. error':>12}"
+    head = (
+        f"{'model':<10}{'N':>6}{'params':>9}{'structured s':>14}{'jacobian s':>12}{'speedup':>9}"
+        f"{'fwd+bwd s':>11}{'struct/floor':>14}{'rel. error':>12}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['name']:<10}{r['n']:>6}{r['params']:>9}{r['structured']:>14.3f}{r['jacobian']:>12.2f}"
-              f"{r['speedup']:>8.0f}x{r['floor']:>11.3f}{r['over_floor']:>13.1f}x{r['error']:>12.1e}")
-    print(f"\nMLP structured at N = {big['n']}: {big['seconds']:.2f} s, peak RSS {big['peak_gib']:.2f} GiB "
-          "(child process)")
+        print(
+            f"{r['name']:<10}{r['n']:>6}{r['params']:>9}{r['structured']:>14.3f}{r['jacobian']:>12.2f}"
+            f"{r['speedup']:>8.0f}x{r['floor']:>11.3f}{r['over_floor']:>13.1f}x{r['error']:>12.1e}"
+        )
+    print(
+        f"\nMLP structured at N = {big['n']}: {big['seconds']:.2f} s, peak RSS {big['peak_gib']:.2f} GiB "
+        "(child process)"
+    )
     mlp, cnn = rows
     checks = [
-        (f"MLP speedup >= {FLOORS['mlp_speedup']:.0f}x", mlp["speedup"] >= FLOORS["mlp_speedup"],
-         f"{mlp['speedup']:.0f}x"),
-        (f"CNN speedup >= {FLOORS['cnn_speedup']:.0f}x", cnn["speedup"] >= FLOORS["cnn_speedup"],
-         f"{cnn['speedup']:.0f}x"),
-        (f"MLP N={big['n']} peak < {FLOORS['peak_gib']:.0f} GiB", big["peak_gib"] < FLOORS["peak_gib"],
-         f"{big['peak_gib']:.2f} GiB"),
-        ("structured == jacobian (rel. error < 1e-5)", max(mlp["error"], cnn["error"]) < 1e-5,
-         f"{max(mlp['error'], cnn['error']):.1e}"),
+        (
+            f"MLP speedup >= {FLOORS['mlp_speedup']:.0f}x",
+            mlp["speedup"] >= FLOORS["mlp_speedup"],
+            f"{mlp['speedup']:.0f}x",
+        ),
+        (
+            f"CNN speedup >= {FLOORS['cnn_speedup']:.0f}x",
+            cnn["speedup"] >= FLOORS["cnn_speedup"],
+            f"{cnn['speedup']:.0f}x",
+        ),
+        (
+            f"MLP N={big['n']} peak < {FLOORS['peak_gib']:.0f} GiB",
+            big["peak_gib"] < FLOORS["peak_gib"],
+            f"{big['peak_gib']:.2f} GiB",
+        ),
+        (
+            "structured == jacobian (rel. error < 1e-5)",
+            max(mlp["error"], cnn["error"]) < 1e-5,
+            f"{max(mlp['error'], cnn['error']):.1e}",
+        ),
     ]
     print("\nacceptance floors")
     for label, ok, value in checks:

@@ -32,36 +32,79 @@ dict; modules are imported from the current folder too), unless Keras already kn
 @click.command("analyze", help=ANALYZE_HELP, short_help="Stiffness of a saved Keras model.")
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=True))
 @data_options
-@click.option("--layers", default=None, metavar="NAME[,NAME...]",
-              help="Layers whose representation spaces get distance curves and xi. Default: all "
-                   "layers with weights.")
-@click.option("--metric", type=click.Choice(["cosine", "euclidean"]), default="cosine", show_default=True,
-              help="Distance between representations: 1 - cos, or Euclidean.")
-@click.option("--bins", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Distance bins.")
-@click.option("--loss", default=None, metavar="NAME",
-              help="Loss to differentiate (a Keras loss name). Default: the model's compiled loss.")
-@click.option("--unsafe", is_flag=True,
-              help="Allow Lambda layers and other arbitrary code in the file (safe_mode=False). Only "
-                   "for files you trust.")
-@click.option("--custom-objects", "custom_specs", multiple=True, metavar="MODULE:ATTR",
-              help="Import MODULE and pass ATTR (a class or function, or a dict of them) to Keras' "
-                   "loader. Repeatable.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, metavar="RUN.h5",
-              help="Also write the measurement as a one-row run file.")
+@click.option(
+    "--layers",
+    default=None,
+    metavar="NAME[,NAME...]",
+    help="Layers whose representation spaces get distance curves and xi. Default: all layers with weights.",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(["cosine", "euclidean"]),
+    default="cosine",
+    show_default=True,
+    help="Distance between representations: 1 - cos, or Euclidean.",
+)
+@click.option("--bins", type=click.IntRange(min=1), default=20, show_default=True, help="Distance bins.")
+@click.option(
+    "--loss",
+    default=None,
+    metavar="NAME",
+    help="Loss to differentiate (a Keras loss name). Default: the model's compiled loss.",
+)
+@click.option(
+    "--unsafe",
+    is_flag=True,
+    help="Allow Lambda layers and other arbitrary code in the file (safe_mode=False). Only for files you trust.",
+)
+@click.option(
+    "--custom-objects",
+    "custom_specs",
+    multiple=True,
+    metavar="MODULE:ATTR",
+    help="Import MODULE and pass ATTR (a class or function, or a dict of them) to Keras' loader. Repeatable.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="RUN.h5",
+    help="Also write the measurement as a one-row run file.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace the --out file if it exists.")
 @format_option
-def analyze_command(model_path, data, data_dir, per_class, val_per_class, seed, layers, metric, bins,
-                    loss, unsafe, custom_specs, out, overwrite, fmt):
+def analyze_command(
+    model_path,
+    data,
+    data_dir,
+    per_class,
+    val_per_class,
+    seed,
+    layers,
+    metric,
+    bins,
+    loss,
+    unsafe,
+    custom_specs,
+    out,
+    overwrite,
+    fmt,
+):
     from keras_stiffness.app.analysis import (
-        analysis_result, analyze, check_model_fits, load_model, parse_custom_objects, write_measurement,
+        analysis_result,
+        analyze,
+        check_model_fits,
+        load_model,
+        parse_custom_objects,
+        write_measurement,
     )
     from keras_stiffness.validation import check_writable
 
     if out is not None:
         if os.path.exists(out) and not overwrite:
-            raise click.BadParameter(f"{out!r} already exists; pass --overwrite to replace it, or choose "
-                                     "another path.", param_hint="'--out'")
+            raise click.BadParameter(
+                f"{out!r} already exists; pass --overwrite to replace it, or choose another path.", param_hint="'--out'"
+            )
         with as_usage_error(OSError, "'--out'"):
             check_writable(out, overwrite=overwrite, exists_fix="Pass --overwrite to replace it.")
     if custom_specs and os.getcwd() not in sys.path and "" not in sys.path:
@@ -93,10 +136,19 @@ def analyze_command(model_path, data, data_dir, per_class, val_per_class, seed, 
     config = MeasureConfig(layers=layer_names if layer_names is not None else "all", metric=metric, bins=bins)
     m, gram, description = analyze(adapter, probes, config)
     if out is not None:
-        write_measurement(out, m, gram, probes, description, config, overwrite=overwrite,
-                          extra_config={"analyze": {"model_path": os.path.abspath(model_path), "data": data}})
-    result = analysis_result(m, probes, description, model_path=model_path,
-                             input_shape=model_input_shape(model), metric=metric, run_file=out)
+        write_measurement(
+            out,
+            m,
+            gram,
+            probes,
+            description,
+            config,
+            overwrite=overwrite,
+            extra_config={"analyze": {"model_path": os.path.abspath(model_path), "data": data}},
+        )
+    result = analysis_result(
+        m, probes, description, model_path=model_path, input_shape=model_input_shape(model), metric=metric, run_file=out
+    )
     if fmt == "json":
         echo_json(result)
         return

@@ -54,19 +54,40 @@ def plan_plots(paths: Sequence[str], out: str | None) -> List[tuple]:
 
 
 @click.command("plot", help=PLOT_HELP, short_help="PNG figures of run files.")
-@click.argument("runs", nargs=-1, required=True, metavar="RUN.h5 [RUN2.h5 ...]",
-                type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="Folder for all figures (created if missing). Default: next to each run file.")
-@click.option("--measure", type=click.Choice(["sign", "cos"]), default="sign", show_default=True,
-              help="Stiffness measure drawn.")
-@click.option("--at", "at", default=None, metavar="I[,I...]",
-              help="Measurement indices for the class matrices (negative from the end). Default: "
-                   "first, middle, last.")
-@click.option("--match", type=click.Choice(["epoch", "loss"]), default="epoch", show_default=True,
-              help="Sweep figure: compare runs at the last common epoch, or at a common train loss.")
-@click.option("--sweep-out", type=click.Path(dir_okay=False), default=None, metavar="PNG",
-              help="Path of the sweep figure (with two or more runs).")
+@click.argument(
+    "runs", nargs=-1, required=True, metavar="RUN.h5 [RUN2.h5 ...]", type=click.Path(exists=True, dir_okay=False)
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Folder for all figures (created if missing). Default: next to each run file.",
+)
+@click.option(
+    "--measure", type=click.Choice(["sign", "cos"]), default="sign", show_default=True, help="Stiffness measure drawn."
+)
+@click.option(
+    "--at",
+    "at",
+    default=None,
+    metavar="I[,I...]",
+    help="Measurement indices for the class matrices (negative from the end). Default: first, middle, last.",
+)
+@click.option(
+    "--match",
+    type=click.Choice(["epoch", "loss"]),
+    default="epoch",
+    show_default=True,
+    help="Sweep figure: compare runs at the last common epoch, or at a common train loss.",
+)
+@click.option(
+    "--sweep-out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="PNG",
+    help="Path of the sweep figure (with two or more runs).",
+)
 def plot_command(runs, out, measure, at, match, sweep_out):
     from keras_stiffness.plots.run_figures import plot_run, plot_sweep
     from keras_stiffness.store.reader import open_run
@@ -100,7 +121,6 @@ def plot_command(runs, out, measure, at, match, sweep_out):
 def run_to_dict(run, path: str) -> dict:
     """What ``kstiff inspect`` reports about the run as a whole (JSON-ready)."""
     from keras_stiffness.app.report import clean
-
     from keras_stiffness.store.layout import FORMAT
 
     info = run.info

@@ -8,7 +8,11 @@ import click
 
 from keras_stiffness.cli.errors import as_usage_error
 from keras_stiffness.cli.options import (
-    data_options, echo_json, format_option, parse_float_list, progress_printer,
+    data_options,
+    echo_json,
+    format_option,
+    parse_float_list,
+    progress_printer,
 )
 
 # Keep in step with keras_stiffness.app.train.DEFAULT_EPOCHS (a test checks it); not imported here so
@@ -46,29 +50,74 @@ Progress goes to stderr (one line per epoch); the summary (or --format json) to 
 
 @click.command("train", help=TRAIN_HELP, short_help="Train the paper's net while measuring stiffness.")
 @data_options
-@click.option("--arch", type=click.Choice(["mlp", "cnn"]), default="mlp", show_default=True,
-              help="mlp: Dense 500-300-100 ReLU; cnn: Conv 3x3 16-32-32 with 2x2 max pooling.")
+@click.option(
+    "--arch",
+    type=click.Choice(["mlp", "cnn"]),
+    default="mlp",
+    show_default=True,
+    help="mlp: Dense 500-300-100 ReLU; cnn: Conv 3x3 16-32-32 with 2x2 max pooling.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=DEFAULT_EPOCHS, show_default=True)
-@click.option("--lr", "lrs", multiple=True, default=("1e-3",), show_default=True, metavar="LR[,LR...]",
-              callback=parse_float_list,
-              help="Adam learning rate; repeat or comma-separate for a sweep.")
+@click.option(
+    "--lr",
+    "lrs",
+    multiple=True,
+    default=("1e-3",),
+    show_default=True,
+    metavar="LR[,LR...]",
+    callback=parse_float_list,
+    help="Adam learning rate; repeat or comma-separate for a sweep.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--every-n-epochs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Measure at every n-th epoch end (besides the log-spaced steps).")
-@click.option("--out", type=click.Path(file_okay=False), default="runs", show_default=True,
-              metavar="DIR", help="Parent folder of the run folders.")
+@click.option(
+    "--every-n-epochs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Measure at every n-th epoch end (besides the log-spaced steps).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="runs",
+    show_default=True,
+    metavar="DIR",
+    help="Parent folder of the run folders.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing run files.")
 @click.option("--no-figures", is_flag=True, help="Skip the PNG figures.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @format_option
-def train_command(data, data_dir, per_class, val_per_class, seed, arch, epochs, lrs, batch_size,
-                  every_n_epochs, out, overwrite, no_figures, quiet, fmt):
+def train_command(
+    data,
+    data_dir,
+    per_class,
+    val_per_class,
+    seed,
+    arch,
+    epochs,
+    lrs,
+    batch_size,
+    every_n_epochs,
+    out,
+    overwrite,
+    no_figures,
+    quiet,
+    fmt,
+):
     from keras_stiffness.app.report import train_summary_text
     from keras_stiffness.app.train import TrainConfig, check_outputs, run_dir_name, train_sweep
 
     config = TrainConfig(
-        data=data, data_dir=data_dir, arch=arch, epochs=epochs, learning_rate=lrs[0],
-        batch_size=batch_size, per_class=per_class, val_per_class=val_per_class, seed=seed,
+        data=data,
+        data_dir=data_dir,
+        arch=arch,
+        epochs=epochs,
+        learning_rate=lrs[0],
+        batch_size=batch_size,
+        per_class=per_class,
+        val_per_class=val_per_class,
+        seed=seed,
         every_n_epochs=every_n_epochs,
     )
     run_dirs = [pathlib.Path(out) / run_dir_name(arch, data, lr) for lr in lrs]

@@ -24,8 +24,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 @click.group(cls=KstiffGroup, context_settings=CONTEXT)
 @click.version_option(package_name="keras_stiffness", prog_name="kstiff")
-@click.option("--debug", is_flag=True, envvar="KSTIFF_DEBUG",
-              help="Show full tracebacks instead of one-line errors.")
+@click.option("--debug", is_flag=True, envvar="KSTIFF_DEBUG", help="Show full tracebacks instead of one-line errors.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """kstiff: measure stiffness (Fort et al., arXiv 1901.09491) of Keras models.

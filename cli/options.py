@@ -27,7 +27,8 @@ def check_data(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if kind == "npz" and not os.path.isfile(name):
         raise click.BadParameter(
             f"file {name!r} does not exist; expected an .npz file with arrays x and y.",
-            ctx=ctx, param=param,
+            ctx=ctx,
+            param=param,
         )
     return value
 
@@ -35,19 +36,36 @@ def check_data(ctx: click.Context, param: click.Parameter, value: str) -> str:
 def data_options(func: Callable) -> Callable:
     """``--data``, ``--data-dir``, ``--per-class``, ``--val-per-class``, ``--seed``."""
     options = [
-        click.option("--data", "data", default="digits", show_default=True, metavar="SOURCE",
-                     callback=check_data, help=DATA_HELP),
-        click.option("--data-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-                     help="TFDS data directory for tfds: sources. Default: $TFDS_DATA_DIR, else "
-                          "~/tensorflow_datasets."),
-        click.option("--per-class", type=click.IntRange(min=1), default=50, show_default=True,
-                     help="Training probes per class (the paper uses about 50; 30 for 100 classes)."),
-        click.option("--val-per-class", type=click.IntRange(min=1), default=None,
-                     help="Held-out probes per class. Default: --per-class, capped at the smallest "
-                          "held-out class."),
-        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Seed of the data split and the probe choice (and, for train, of the "
-                          "initialization and shuffling)."),
+        click.option(
+            "--data", "data", default="digits", show_default=True, metavar="SOURCE", callback=check_data, help=DATA_HELP
+        ),
+        click.option(
+            "--data-dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            metavar="DIR",
+            help="TFDS data directory for tfds: sources. Default: $TFDS_DATA_DIR, else ~/tensorflow_datasets.",
+        ),
+        click.option(
+            "--per-class",
+            type=click.IntRange(min=1),
+            default=50,
+            show_default=True,
+            help="Training probes per class (the paper uses about 50; 30 for 100 classes).",
+        ),
+        click.option(
+            "--val-per-class",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Held-out probes per class. Default: --per-class, capped at the smallest held-out class.",
+        ),
+        click.option(
+            "--seed",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="Seed of the data split and the probe choice (and, for train, of the initialization and shuffling).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -55,7 +73,11 @@ def data_options(func: Callable) -> Callable:
 
 
 format_option = click.option(
-    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
     help="Readable table, or JSON (stdout then carries only the JSON).",
 )
 
@@ -73,7 +95,10 @@ def parse_float_list(ctx: click.Context, param: click.Parameter, values) -> List
             except ValueError as exc:
                 raise click.BadParameter(
                     f"{part!r} is not a number; expected positive numbers such as 1e-3, repeated or "
-                    "comma-separated (--lr 1e-4,1e-3).", ctx=ctx, param=param) from exc
+                    "comma-separated (--lr 1e-4,1e-3).",
+                    ctx=ctx,
+                    param=param,
+                ) from exc
             if not number > 0 or number == float("inf"):
                 raise click.BadParameter(f"{part!r} is not a positive finite number.", ctx=ctx, param=param)
             out.append(number)

@@ -278,8 +278,11 @@ def check_label_range(y, n_classes: int, name: str = "y", *, fix: str = "") -> n
             f"Received: {name} with {int(bad.sum())} label(s) outside [0, {n_classes}) (first "
             f"{name}[{first}]={int(flat[first])}; labels span [{int(flat.min())}, {int(flat.max())}]); "
             f"expected integers 0..{n_classes - 1} for n_classes={n_classes}. "
-            + (fix or "Remap the labels (e.g. np.unique(y, return_inverse=True)) or pass "
-               "n_classes/class_names covering them.")
+            + (
+                fix
+                or "Remap the labels (e.g. np.unique(y, return_inverse=True)) or pass "
+                "n_classes/class_names covering them."
+            )
         )
     return arr.astype(np.int64)
 

@@ -49,12 +49,17 @@ def _compile(model):
 
 def sequential(seed: int = 0):
     keras.utils.set_random_seed(seed)
-    return _compile(keras.Sequential([
-        keras.Input(INPUT_SHAPE),
-        keras.layers.Flatten(),
-        keras.layers.Dense(16, activation="relu", name="hidden"),
-        keras.layers.Dense(N_CLASSES, activation="softmax", name="probs"),
-    ], name="seq"))
+    return _compile(
+        keras.Sequential(
+            [
+                keras.Input(INPUT_SHAPE),
+                keras.layers.Flatten(),
+                keras.layers.Dense(16, activation="relu", name="hidden"),
+                keras.layers.Dense(N_CLASSES, activation="softmax", name="probs"),
+            ],
+            name="seq",
+        )
+    )
 
 
 def functional(seed: int = 0):
@@ -94,13 +99,25 @@ def with_unregistered_layer(seed: int = 0):
 def wrong_input(seed: int = 0):
     """A model for 28x28x1 images: does not fit digits."""
     keras.utils.set_random_seed(seed)
-    return _compile(keras.Sequential([
-        keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(N_CLASSES, activation="softmax"),
-    ], name="mnist_shaped"))
+    return _compile(
+        keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                keras.layers.Flatten(),
+                keras.layers.Dense(N_CLASSES, activation="softmax"),
+            ],
+            name="mnist_shaped",
+        )
+    )
 
 
 def uncompiled(seed: int = 0):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input(INPUT_SHAPE), keras.layers.Flatten(), keras.layers.Dense(N_CLASSES, activation="softmax"),
-    ], name="uncompiled")
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            keras.layers.Flatten(),
+            keras.layers.Dense(N_CLASSES, activation="softmax"),
+        ],
+        name="uncompiled",
+    )

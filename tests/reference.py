@@ -19,7 +19,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-
 #: Loss names as ``compile`` understands them → the Keras ``Loss`` class it wraps them in.
 LOSS_CLASSES = {
     "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
@@ -76,7 +75,9 @@ def reference_gram(model, x, y, loss=None) -> Reference:
         grads = tape.gradient(value, variables)
         rows.append(
             [
-                np.zeros(int(np.prod(v.shape))) if g is None else np.asarray(tf.convert_to_tensor(g), np.float64).reshape(-1)
+                np.zeros(int(np.prod(v.shape)))
+                if g is None
+                else np.asarray(tf.convert_to_tensor(g), np.float64).reshape(-1)
                 for v, g in zip(variables, grads)
             ]
         )

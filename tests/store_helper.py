@@ -30,20 +30,32 @@ SPACES = ("input",) + LAYERS
 def make_info(save_gram: bool = False, probe_hash: str = "hash-0", **changes) -> RunInfo:
     """A RunInfo with C=3, P=3, M=2, L=2, R=3, B=5, N=8; keyword arguments replace fields."""
     fields = dict(
-        class_names=["cat", "dog", "émeu"], probe_labels=np.arange(N) % C,
-        probe_indices=np.arange(N) * 10, probe_is_val=np.arange(N) >= N - 3,
-        probe_hash=probe_hash, pair_sets=PAIR_SETS, measures=MEASURES, layers=LAYERS,
-        spaces=SPACES, bins=B, metric="cosine", min_count=2, save_gram=save_gram,
+        class_names=["cat", "dog", "émeu"],
+        probe_labels=np.arange(N) % C,
+        probe_indices=np.arange(N) * 10,
+        probe_is_val=np.arange(N) >= N - 3,
+        probe_hash=probe_hash,
+        pair_sets=PAIR_SETS,
+        measures=MEASURES,
+        layers=LAYERS,
+        spaces=SPACES,
+        bins=B,
+        metric="cosine",
+        min_count=2,
+        save_gram=save_gram,
         config={"epochs": 3, "optimizer": {"name": "sgd", "lr": 0.1}, "seed": None},
-        model_summary="Model: mlp\n dense_0 (Dense)\n dense_1 (Dense)", loss="categorical_crossentropy",
-        rules={"dense_0": "dense", "dense_1": "dense"}, versions={"numpy": np.__version__},
+        model_summary="Model: mlp\n dense_0 (Dense)\n dense_1 (Dense)",
+        loss="categorical_crossentropy",
+        rules={"dense_0": "dense", "dense_1": "dense"},
+        versions={"numpy": np.__version__},
     )
     fields.update(changes)
     return RunInfo(**fields)
 
 
-def make_measurement(step: int, seed: int = 0, save_gram: bool = False, layers: tuple = LAYERS,
-                     spaces: tuple = SPACES, **changes) -> Measurement:
+def make_measurement(
+    step: int, seed: int = 0, save_gram: bool = False, layers: tuple = LAYERS, spaces: tuple = SPACES, **changes
+) -> Measurement:
     """A Measurement with random values of the right shapes (some NaN); keywords replace fields."""
     rng = np.random.default_rng(seed * 1000 + step)
     L, R = len(layers), len(spaces)  # noqa: N806 - axis letters
@@ -54,15 +66,31 @@ def make_measurement(step: int, seed: int = 0, save_gram: bool = False, layers: 
     curve_mean = u(R, M, B)
     curve_mean[:, :, -1] = np.nan
     fields = dict(
-        step=step, epoch=step / 10, train_loss=float("nan") if step == 0 else 1 / (1 + step),
-        val_loss=float(rng.uniform()), learning_rate=0.1, wall_time=0.5 * step,
-        pair_sets=PAIR_SETS, measures=MEASURES, class_matrix=class_matrix,
-        class_pairs=k(P, C, C), within=u(P, M), between=u(P, M), mean=u(P, M), pairs=k(P),
-        layers=layers, layer_mean=u(L, P, M), layer_within=u(L, P, M), layer_between=u(L, P, M),
-        spaces=spaces, distance_edges=np.sort(rng.uniform(0, 2, (R, B + 1)), axis=1),
-        curve_mean=curve_mean, curve_count=k(R, B),
+        step=step,
+        epoch=step / 10,
+        train_loss=float("nan") if step == 0 else 1 / (1 + step),
+        val_loss=float(rng.uniform()),
+        learning_rate=0.1,
+        wall_time=0.5 * step,
+        pair_sets=PAIR_SETS,
+        measures=MEASURES,
+        class_matrix=class_matrix,
+        class_pairs=k(P, C, C),
+        within=u(P, M),
+        between=u(P, M),
+        mean=u(P, M),
+        pairs=k(P),
+        layers=layers,
+        layer_mean=u(L, P, M),
+        layer_within=u(L, P, M),
+        layer_between=u(L, P, M),
+        spaces=spaces,
+        distance_edges=np.sort(rng.uniform(0, 2, (R, B + 1)), axis=1),
+        curve_mean=curve_mean,
+        curve_count=k(R, B),
         critical_length=np.array([[np.nan, 0.3]] * R).reshape(R, M),
-        critical_length_fit=u(R, M), zero_grad=int(rng.integers(0, 3)),
+        critical_length_fit=u(R, M),
+        zero_grad=int(rng.integers(0, 3)),
         gram=u(N, N) if save_gram else None,
     )
     fields.update(changes)

@@ -1,7 +1,6 @@
 """The adapter protocol: FunctionAdapter on a plain-TensorFlow model (no Keras), checked against a
 naive per-example gradient loop; KerasAdapter's representations; bad input."""
 
-
 import keras
 import numpy as np
 import pytest
@@ -72,8 +71,9 @@ def test_function_adapter_bad_input():
 
 def test_keras_adapter_representations_are_flat_and_in_forward_order():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4, 2)), keras.layers.Flatten(), keras.layers.Dense(6, name="a"),
-                              keras.layers.Dense(3, name="b")])
+    model = keras.Sequential(
+        [keras.Input((4, 2)), keras.layers.Flatten(), keras.layers.Dense(6, name="a"), keras.layers.Dense(3, name="b")]
+    )
     model.compile(loss="sparse_categorical_crossentropy")
     reps = KerasAdapter(model).representations(np.ones((5, 4, 2), "float32"))
     assert list(reps) == ["input", "a", "b"]

@@ -91,10 +91,17 @@ def test_history_and_early_stopping_see_the_scalars(data):
     x, y, xv, yv, probes = data
     model = make_model()
     cb = StiffnessCallback(probes, distances=False)
-    stop = keras.callbacks.EarlyStopping(monitor="stiffness_train_val_within_cos", mode="max", patience=0, min_delta=10.0)
+    stop = keras.callbacks.EarlyStopping(
+        monitor="stiffness_train_val_within_cos", mode="max", patience=0, min_delta=10.0
+    )
     hist = model.fit(x, y, epochs=10, batch_size=32, verbose=0, callbacks=[cb, stop])
     assert len(hist.history["loss"]) == 2  # stopped: no 'improvement' of at least 10 is possible
-    for key in ("stiffness_within_cos", "stiffness_between_sign", "stiffness_train_val_within_cos", "stiffness_val_val_between_cos"):
+    for key in (
+        "stiffness_within_cos",
+        "stiffness_between_sign",
+        "stiffness_train_val_within_cos",
+        "stiffness_val_val_between_cos",
+    ):
         assert key in hist.history and len(hist.history[key]) == 2
         assert all(-1 <= v <= 1 for v in hist.history[key])
 
@@ -139,12 +146,26 @@ def test_resume_appends_and_checks_the_probes(tmp_path, data):
     other = ProbeSet(x, y, per_class=5, seed=3)
     before = open(path, "rb").read()
     with pytest.raises(ValueError, match="(?i)probe"):
-        model.fit(x, y, epochs=3, initial_epoch=2, batch_size=32, verbose=0,
-                  callbacks=[StiffnessCallback(other, path, resume=True, distances=False)])
+        model.fit(
+            x,
+            y,
+            epochs=3,
+            initial_epoch=2,
+            batch_size=32,
+            verbose=0,
+            callbacks=[StiffnessCallback(other, path, resume=True, distances=False)],
+        )
     assert open(path, "rb").read() == before
     assert int(model.optimizer.iterations) == 16
-    model.fit(x, y, epochs=4, initial_epoch=2, batch_size=32, verbose=0,
-              callbacks=[StiffnessCallback(probes, path, resume=True, distances=False)])
+    model.fit(
+        x,
+        y,
+        epochs=4,
+        initial_epoch=2,
+        batch_size=32,
+        verbose=0,
+        callbacks=[StiffnessCallback(probes, path, resume=True, distances=False)],
+    )
     with open_run(path) as run:
         assert run.tags["step"].tolist() == [0, 8, 16, 24, 32]
         np.testing.assert_array_equal(run.tags["epoch"], [0, 1, 2, 3, 4])
@@ -229,15 +250,25 @@ def test_tensorboard_output(tmp_path, data):
     x, y, _, _, probes = data
     model = make_model()
     logdir = tmp_path / "tb"
-    model.fit(x, y, epochs=1, batch_size=32, verbose=0,
-              callbacks=[StiffnessCallback(probes, tensorboard_dir=str(logdir), distances=False)])
+    model.fit(
+        x,
+        y,
+        epochs=1,
+        batch_size=32,
+        verbose=0,
+        callbacks=[StiffnessCallback(probes, tensorboard_dir=str(logdir), distances=False)],
+    )
     tags = set()
     for event_file in logdir.glob("events.out.tfevents.*"):
         for event in tf.compat.v1.train.summary_iterator(str(event_file)):
             for value in event.summary.value:
                 tags.add(value.tag)
-    assert {"stiffness_within_cos", "stiffness_train_val_between_sign", "stiffness_class_matrix_sign",
-            "stiffness_pairwise_cos"} <= tags
+    assert {
+        "stiffness_within_cos",
+        "stiffness_train_val_between_sign",
+        "stiffness_class_matrix_sign",
+        "stiffness_pairwise_cos",
+    } <= tags
 
 
 def test_only_the_chief_writes_under_multi_worker_training(tmp_path, data, monkeypatch):
@@ -245,14 +276,18 @@ def test_only_the_chief_writes_under_multi_worker_training(tmp_path, data, monke
     import json
 
     x, y, _, _, probes = data
-    monkeypatch.setenv("TF_CONFIG", json.dumps({
-        "cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 1}}))
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 1}}),
+    )
     model = make_model()
     cb = StiffnessCallback(probes, str(tmp_path / "worker1.h5"), distances=False)
     model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[cb])
     assert len(cb.measurements) == 2 and not (tmp_path / "worker1.h5").exists()
-    monkeypatch.setenv("TF_CONFIG", json.dumps({
-        "cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}}),
+    )
     cb = StiffnessCallback(probes, str(tmp_path / "worker0.h5"), distances=False)
     model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[cb])
     with open_run(str(tmp_path / "worker0.h5")) as run:
@@ -286,16 +321,23 @@ def test_callback_measures_through_a_function_adapter(tmp_path, data):
         return keras.losses.sparse_categorical_crossentropy(tf.convert_to_tensor(yb), model(xb, training=False))
 
     adapter = FunctionAdapter(
-        per_example_loss, model.trainable_variables,
-        groups={layer.name: list(layer.trainable_variables) for layer in layers}, name="fn",
+        per_example_loss,
+        model.trainable_variables,
+        groups={layer.name: list(layer.trainable_variables) for layer in layers},
+        name="fn",
     )
     path = tmp_path / "fn.h5"
     cb = StiffnessCallback(probes, path, adapter=adapter, distances=False)
     model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[cb])
     assert len(cb.measurements) == 3
     expected = summarize(
-        gradient_gram(model, probes.x, probes.y).total, {}, probes.y, probes.is_val, probes.n_classes,
-        None, measures=("sign", "cos"),
+        gradient_gram(model, probes.x, probes.y).total,
+        {},
+        probes.y,
+        probes.is_val,
+        probes.n_classes,
+        None,
+        measures=("sign", "cos"),
     )
     np.testing.assert_allclose(cb.measurements[-1].class_matrix, expected.class_matrix, atol=1e-5)
     with open_run(path) as run:

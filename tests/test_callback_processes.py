@@ -17,8 +17,13 @@ SCRIPT = os.path.join(os.path.dirname(__file__), "train_script.py")
 
 def start(path, epochs, pause):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.Popen([sys.executable, SCRIPT, str(path), str(epochs), str(pause)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, SCRIPT, str(path), str(epochs), str(pause)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
 
 
 def wait_for(proc, text, timeout=120):

@@ -16,10 +16,7 @@ HEAVY = ("tensorflow", "keras", "matplotlib", "h5py")
 
 
 def test_importing_the_cli_imports_no_heavy_library():
-    code = (
-        "import sys, keras_stiffness.cli.main\n"
-        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
-    )
+    code = f"import sys, keras_stiffness.cli.main\nprint(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"heavy modules imported by the CLI: {out.stdout.strip()}"
 
@@ -49,8 +46,8 @@ def test_train_help_documents_the_output_layout():
 
 
 def test_train_default_epochs_match_the_library():
-    from keras_stiffness.cli.commands_train import DEFAULT_EPOCHS
     from keras_stiffness.app.train import DEFAULT_EPOCHS as LIBRARY_DEFAULT
+    from keras_stiffness.cli.commands_train import DEFAULT_EPOCHS
 
     assert DEFAULT_EPOCHS == LIBRARY_DEFAULT
 
@@ -69,12 +66,15 @@ def _group_with(exc: BaseException) -> click.Group:
     return group
 
 
-@pytest.mark.parametrize("exc,message", [
-    (ValueError("bad\n  value"), "Error: bad value"),
-    (KeyError("missing key"), "Error: missing key"),
-    (FileNotFoundError(2, "No such file or directory", "x.h5"), "Error: No such file or directory: 'x.h5'"),
-    (TypeError("wrong type"), "Error: wrong type"),
-])
+@pytest.mark.parametrize(
+    "exc,message",
+    [
+        (ValueError("bad\n  value"), "Error: bad value"),
+        (KeyError("missing key"), "Error: missing key"),
+        (FileNotFoundError(2, "No such file or directory", "x.h5"), "Error: No such file or directory: 'x.h5'"),
+        (TypeError("wrong type"), "Error: wrong type"),
+    ],
+)
 def test_known_errors_become_one_line_exit_1(exc, message):
     result = CliRunner().invoke(_group_with(exc), ["boom"])
     assert result.exit_code == 1

@@ -57,10 +57,16 @@ def assert_error(result, code, *needles):
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize("name,extra", [
-    ("seq.keras", []), ("seq.h5", []), ("func.keras", []), ("func.h5", []),
-    ("sub.keras", ["--custom-objects", "tests.helpers_models:DigitsSubclassed"]),
-])
+@pytest.mark.parametrize(
+    "name,extra",
+    [
+        ("seq.keras", []),
+        ("seq.h5", []),
+        ("func.keras", []),
+        ("func.h5", []),
+        ("sub.keras", ["--custom-objects", "tests.helpers_models:DigitsSubclassed"]),
+    ],
+)
 def test_analyze_json_on_saved_models(models, name, extra):
     result = run([models[name], "--format", "json", *FAST, *extra])
     assert result.exit_code == 0, result.output
@@ -104,7 +110,10 @@ def test_json_stdout_is_clean_in_a_real_process(models):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(
         [sys.executable, "-m", "keras_stiffness.cli.main", "analyze", models["seq.keras"], "--format", "json", *FAST],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["model"]["name"] == "seq"
@@ -140,11 +149,14 @@ def test_missing_file_is_usage_error(tmp_path):
     assert_error(run([str(tmp_path / "nope.keras")]), 2, "does not exist")
 
 
-@pytest.mark.parametrize("name,content,needle", [
-    ("text.keras", b"not a model", "not a .keras archive"),
-    ("text.h5", b"not a model", "not an HDF5 file"),
-    ("model.txt", b"x", "expected a Keras model saved as '.keras'"),
-])
+@pytest.mark.parametrize(
+    "name,content,needle",
+    [
+        ("text.keras", b"not a model", "not a .keras archive"),
+        ("text.h5", b"not a model", "not an HDF5 file"),
+        ("model.txt", b"x", "expected a Keras model saved as '.keras'"),
+    ],
+)
 def test_files_that_are_not_models(tmp_path, name, content, needle):
     path = tmp_path / name
     path.write_bytes(content)
@@ -184,8 +196,12 @@ def test_data_errors(models, tmp_path):
     assert_error(run([models["seq.keras"], "--data", "nosuch"]), 2, "tfds:nosuch")
     empty = tmp_path / "tfds_empty"
     empty.mkdir()
-    assert_error(run([models["seq.keras"], "--data", "tfds:mnist", "--data-dir", str(empty)]), 1,
-                 "not prepared", "never downloads")
+    assert_error(
+        run([models["seq.keras"], "--data", "tfds:mnist", "--data-dir", str(empty)]),
+        1,
+        "not prepared",
+        "never downloads",
+    )
     npz = tmp_path / "bad.npz"
     np.savez(npz, a=np.zeros((4, 8, 8, 1)))
     assert_error(run([models["seq.keras"], "--data", str(npz)]), 1, "expected arrays 'x' and 'y'")

@@ -62,13 +62,13 @@ def run_in_process(case, tmp: pathlib.Path, monkeypatch) -> str:
     """Run the case with Click's runner, as ``kstiff`` would be run; the golden file's text."""
     monkeypatch.chdir(tmp)  # make_golden runs the command in its temporary folder
     env = {key: None if value is None else value.format(tmp=tmp) for key, value in golden.ENV.items()}
-    result = CliRunner().invoke(cli, case.argv(REPO, str(tmp)), prog_name="kstiff", env=env,
-                                terminal_width=golden.HELP_WIDTH)  # as a subprocess with COLUMNS=80
+    result = CliRunner().invoke(
+        cli, case.argv(REPO, str(tmp)), prog_name="kstiff", env=env, terminal_width=golden.HELP_WIDTH
+    )  # as a subprocess with COLUMNS=80
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         # The real command would print the traceback of an uncaught exception on stderr.
-        stderr += "Traceback (most recent call last):\n" + "".join(
-            traceback.format_exception(*result.exc_info)[1:])
+        stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(*result.exc_info)[1:])
     text = golden.render(case, result.exit_code, result.stdout, stderr, repo=REPO, tmp=str(tmp))
     files = golden.written_files(case, str(tmp))
     if files is not None:
@@ -88,25 +88,29 @@ def _savefig_without_rendering(fig, fname, *args, **kwargs):
 
 @pytest.mark.parametrize("case", golden.CASES, ids=[c.name for c in golden.CASES])
 def test_output_matches_golden(case, inputs, monkeypatch):
-    path = GOLDEN / f"{case.name}.txt"
-    assert path.is_file(), f"no golden file {path}; generate it with tests/golden/make_golden.py"
-    expected = path.read_text()
+    expected = golden.read_golden(GOLDEN, case.name)
+    assert expected is not None, f"no golden file for {case.name}; generate it with tests/golden/make_golden.py"
     if case.name in UNRENDERED:
         import matplotlib.figure
 
         monkeypatch.setattr(matplotlib.figure.Figure, "savefig", _savefig_without_rendering)
     actual = run_in_process(case, inputs, monkeypatch)
     if actual != expected:
-        diff = "".join(difflib.unified_diff(
-            expected.splitlines(keepends=True), actual.splitlines(keepends=True),
-            fromfile=f"tests/golden/{path.name} (before the refactor)", tofile=f"kstiff now: {case.name}",
-        ))
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(keepends=True),
+                actual.splitlines(keepends=True),
+                fromfile=f"tests/golden/{case.name} (before the refactor)",
+                tofile=f"kstiff now: {case.name}",
+            )
+        )
         pytest.fail(f"`{case.command_line()}` differs from its golden output:\n{diff}", pytrace=False)
 
 
 def test_every_golden_file_belongs_to_a_case():
     names = {c.name for c in golden.CASES}
     assert len(names) == len(golden.CASES), "two cases share a name"
-    files = {p.stem for p in GOLDEN.glob("*.txt")}
-    assert files == names, f"golden files without a case: {sorted(files - names)}; " \
-                           f"cases without a golden file: {sorted(names - files)}"
+    files = {p.name.removesuffix(".gz").removesuffix(".txt") for p in [*GOLDEN.glob("*.txt"), *GOLDEN.glob("*.txt.gz")]}
+    assert files == names, (
+        f"golden files without a case: {sorted(files - names)}; cases without a golden file: {sorted(names - files)}"
+    )

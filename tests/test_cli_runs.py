@@ -13,8 +13,13 @@ from keras_stiffness.store.reader import open_run
 from keras_stiffness.store.writer import RunWriter
 
 SMALL = ["--epochs", "3", "--per-class", "10"]
-FIGURES = {"class_matrices.png", "stiffness_vs_training.png", "stiffness_vs_distance.png",
-           "critical_length.png", "layer_stiffness.png"}
+FIGURES = {
+    "class_matrices.png",
+    "stiffness_vs_training.png",
+    "stiffness_vs_distance.png",
+    "critical_length.png",
+    "layer_stiffness.png",
+}
 
 
 def invoke(args):
@@ -52,8 +57,14 @@ def test_train_writes_run_file_figures_and_summary(trained):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["run_file"] == str(run_dir / "run.h5") and summary["steps"] == 3 * steps_per_epoch
     # stdout: the summary; stderr: one progress line per epoch.
-    for needle in ("Run mlp-digits-lr0.001", "train-train within sign", "xi dense_500", "val loss",
-                   str(run_dir / "run.h5"), "Figures: 5 PNG"):
+    for needle in (
+        "Run mlp-digits-lr0.001",
+        "train-train within sign",
+        "xi dense_500",
+        "val loss",
+        str(run_dir / "run.h5"),
+        "Figures: 5 PNG",
+    ):
         assert needle in result.stdout
     progress = [line for line in result.stderr.splitlines() if "] epoch " in line]
     assert len(progress) == 3 and "epoch 3/3" in progress[-1]
@@ -68,15 +79,34 @@ def test_train_refuses_to_overwrite(trained):
 
 
 def test_train_sweep_json_quiet(tmp_path):
-    result = invoke(["train", "--epochs", "1", "--per-class", "5", "--lr", "1e-3,3e-3", "--lr", "1e-3",
-                     "--out", str(tmp_path), "--quiet", "--format", "json"])
+    result = invoke(
+        [
+            "train",
+            "--epochs",
+            "1",
+            "--per-class",
+            "5",
+            "--lr",
+            "1e-3,3e-3",
+            "--lr",
+            "1e-3",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            "--format",
+            "json",
+        ]
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert [r["train"]["lr"] for r in out["runs"]] == [1e-3, 3e-3]
     assert out["sweep_figure"] == str(tmp_path / "mlp-digits-lr-sweep.png")
     assert os.path.getsize(out["sweep_figure"]) > 0
-    assert {p.name for p in tmp_path.iterdir()} == {"mlp-digits-lr0.001", "mlp-digits-lr0.003",
-                                                    "mlp-digits-lr-sweep.png"}
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "mlp-digits-lr0.001",
+        "mlp-digits-lr0.003",
+        "mlp-digits-lr-sweep.png",
+    }
     assert "] epoch" not in result.stderr  # --quiet
 
 
@@ -158,8 +188,11 @@ def test_bad_run_files(trained, tmp_path):
     text = tmp_path / "text.h5"
     text.write_text("hello")
     for command in ("inspect", "plot"):
-        for path, needle in ((future, "newer keras_stiffness"), (str(not_run), "expected a keras_stiffness run"),
-                             (str(text), str(text))):
+        for path, needle in (
+            (future, "newer keras_stiffness"),
+            (str(not_run), "expected a keras_stiffness run"),
+            (str(text), str(text)),
+        ):
             result = invoke([command, path])
             assert result.exit_code == 1, (command, path, result.output)
             lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
@@ -169,8 +202,9 @@ def test_bad_run_files(trained, tmp_path):
 
 
 def test_train_cnn_without_figures(tmp_path):
-    result = invoke(["train", "--arch", "cnn", "--epochs", "1", "--per-class", "5", "--no-figures",
-                     "--out", str(tmp_path), "-q"])
+    result = invoke(
+        ["train", "--arch", "cnn", "--epochs", "1", "--per-class", "5", "--no-figures", "--out", str(tmp_path), "-q"]
+    )
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "cnn-digits-lr0.001"
     assert {p.name for p in run_dir.iterdir()} == {"run.h5", "summary.json"}
@@ -189,6 +223,7 @@ def test_plot_of_unrelated_runs_skips_the_sweep_figure_with_a_note(tmp_path):
     assert result.exit_code == 0, result.output
     assert "no learning-rate sweep figure" in result.stderr and "Traceback" not in result.output
     assert not (tmp_path / "figs" / "lr-sweep.png").exists()
-    result = CliRunner().invoke(cli, ["plot", str(mlp), str(cnn), "--out", str(tmp_path / "again"),
-                                       "--sweep-out", str(tmp_path / "sweep.png")])
+    result = CliRunner().invoke(
+        cli, ["plot", str(mlp), str(cnn), "--out", str(tmp_path / "again"), "--sweep-out", str(tmp_path / "sweep.png")]
+    )
     assert result.exit_code == 1 and "different distance spaces" in result.stderr

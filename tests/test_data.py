@@ -210,8 +210,11 @@ def test_npz_errors(tmp_path):
     x, y = _images(10)
     missing = tmp_path / "missing.npz"
     np.savez(missing, x=x, labels=y)
-    with pytest.raises(ValueError, match=r"arrays \['labels', 'x'\]; expected arrays 'x' and 'y' "
-                       r"\(missing \['y'\]\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"arrays \['labels', 'x'\]; expected arrays 'x' and 'y' "
+        r"\(missing \['y'\]\)",
+    ):
         load_data(str(missing))
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nope.npz"))):
         load_data(str(tmp_path / "nope.npz"))
@@ -274,14 +277,23 @@ def test_tfds_missing_data_never_downloads(tmp_path, monkeypatch, via_env):
         load_data("tfds:mnist", **kwargs)
     message = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
-    for part in ("'mnist' is not prepared", str(tmp_path), "tfds build mnist",
-                 "tfds.load('mnist')", "--data-dir", "TFDS_DATA_DIR"):
+    for part in (
+        "'mnist' is not prepared",
+        str(tmp_path),
+        "tfds build mnist",
+        "tfds.load('mnist')",
+        "--data-dir",
+        "TFDS_DATA_DIR",
+    ):
         assert part in message
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # nothing was fetched
 
 
 def test_tfds_unknown_name_suggests_close_matches():
     pytest.importorskip("tensorflow_datasets")
-    with pytest.raises(ValueError, match=r"'mnistt' is not a TensorFlow Datasets builder.*"
-                       r"Close matches: mnist"):
+    with pytest.raises(
+        ValueError,
+        match=r"'mnistt' is not a TensorFlow Datasets builder.*"
+        r"Close matches: mnist",
+    ):
         load_data("tfds:mnistt")

@@ -7,7 +7,11 @@ import pytest
 
 from keras_stiffness.math import distance
 from keras_stiffness.math.distance import (
-    binned_curve, critical_length, critical_length_fit, default_edges, pairwise_distance,
+    binned_curve,
+    critical_length,
+    critical_length_fit,
+    default_edges,
+    pairwise_distance,
 )
 
 
@@ -102,11 +106,14 @@ def test_critical_length_skips_sparse_bins():
     assert critical_length(centers, [np.nan, 0.5, -0.5, 0.1], [0, 20, 20, 20], 10) == pytest.approx(0.4)
 
 
-@pytest.mark.parametrize("mean, count", [
-    ([0.8, 0.5, 0.1], [20, 20, 20]),  # never crosses
-    ([-0.1, 0.5, -0.5], [20, 20, 20]),  # starts at or below 0: no stiff domain
-    ([0.8, 0.5, -0.5], [1, 2, 3]),  # no bin with enough pairs
-])
+@pytest.mark.parametrize(
+    "mean, count",
+    [
+        ([0.8, 0.5, 0.1], [20, 20, 20]),  # never crosses
+        ([-0.1, 0.5, -0.5], [20, 20, 20]),  # starts at or below 0: no stiff domain
+        ([0.8, 0.5, -0.5], [1, 2, 3]),  # no bin with enough pairs
+    ],
+)
 def test_critical_length_undefined_is_nan(mean, count):
     assert np.isnan(critical_length([0.1, 0.3, 0.5], mean, count, 10))
 
@@ -132,20 +139,23 @@ def test_critical_length_fit_undefined_is_nan():
     assert np.isnan(critical_length_fit(np.ones((3, 3)), 1.0 - d, every, min_pairs=2))  # no spread
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: pairwise_distance(np.ones((3, 2)), "manhattan"), r"Received: metric='manhattan'; expected one of"),
-    (lambda: pairwise_distance(np.array([[1.0], [np.inf]])), "Received: R with a non-finite value"),
-    (lambda: pairwise_distance(np.float64(1.0)), r"Received: R with shape \(\)"),
-    (lambda: default_edges(None, "cosine", 0), "Received: bins=0"),
-    (lambda: binned_curve(np.eye(2), np.eye(3), [0, 1]), r"S \(2, 2\) and D \(3, 3\)"),
-    (lambda: binned_curve(np.eye(2), np.eye(2), [1, 0]), "strictly increasing"),
-    (lambda: binned_curve(np.eye(2), np.eye(2), [0, 1], np.ones((2, 2))), "pair_mask of dtype float64"),
-    (lambda: critical_length([0.2, 0.1], [1, -1], [5, 5], 1), "centers not finite and strictly increasing"),
-    (lambda: critical_length([0.1], [1, -1], [5, 5], 1), "expected three 1-D arrays"),
-    (lambda: critical_length([0.1, 0.2], [1, -1], [5, 5], -1), "Received: min_count=-1"),
-    (lambda: critical_length_fit(np.eye(2), np.eye(2), np.eye(2)), r"same_class_mask \(2, 2\) \(float64\)"),
-    (lambda: critical_length_fit(np.eye(2), np.eye(2), np.eye(2, dtype=bool), 1), "Received: min_pairs=1"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: pairwise_distance(np.ones((3, 2)), "manhattan"), r"Received: metric='manhattan'; expected one of"),
+        (lambda: pairwise_distance(np.array([[1.0], [np.inf]])), "Received: R with a non-finite value"),
+        (lambda: pairwise_distance(np.float64(1.0)), r"Received: R with shape \(\)"),
+        (lambda: default_edges(None, "cosine", 0), "Received: bins=0"),
+        (lambda: binned_curve(np.eye(2), np.eye(3), [0, 1]), r"S \(2, 2\) and D \(3, 3\)"),
+        (lambda: binned_curve(np.eye(2), np.eye(2), [1, 0]), "strictly increasing"),
+        (lambda: binned_curve(np.eye(2), np.eye(2), [0, 1], np.ones((2, 2))), "pair_mask of dtype float64"),
+        (lambda: critical_length([0.2, 0.1], [1, -1], [5, 5], 1), "centers not finite and strictly increasing"),
+        (lambda: critical_length([0.1], [1, -1], [5, 5], 1), "expected three 1-D arrays"),
+        (lambda: critical_length([0.1, 0.2], [1, -1], [5, 5], -1), "Received: min_count=-1"),
+        (lambda: critical_length_fit(np.eye(2), np.eye(2), np.eye(2)), r"same_class_mask \(2, 2\) \(float64\)"),
+        (lambda: critical_length_fit(np.eye(2), np.eye(2), np.eye(2, dtype=bool), 1), "Received: min_pairs=1"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()

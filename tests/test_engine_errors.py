@@ -82,7 +82,9 @@ def test_fewer_than_two_probes(model, probes, n):
 
 def test_unknown_method(model, probes):
     x, y = probes
-    with pytest.raises(ValueError, match=r"Received method='fast'; expected one of \['auto', 'structured', 'jacobian'\]"):
+    with pytest.raises(
+        ValueError, match=r"Received method='fast'; expected one of \['auto', 'structured', 'jacobian'\]"
+    ):
         gradient_gram(model, x, y, loss=LOSS, method="fast")
 
 

@@ -10,10 +10,10 @@ import warnings
 
 import numpy as np
 import pytest
-
 from engine_cases import CASES, case_named
-from keras_stiffness import gradient_gram
 from reference import reference_gram, relative_error
+
+from keras_stiffness import gradient_gram
 
 pytestmark = pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`:UserWarning")
 

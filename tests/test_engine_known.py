@@ -10,11 +10,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from keras import layers as L
-
 from engine_cases import case_named
-from keras_stiffness import gradient_gram
+from keras import layers as L
 from reference import reference_gram, relative_error
+
+from keras_stiffness import gradient_gram
 
 METHODS = ["structured", "auto", "jacobian"]
 

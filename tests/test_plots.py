@@ -11,9 +11,9 @@ import warnings
 import numpy as np
 import pytest
 
-from keras_stiffness.plots import run_figures as plots, sweep as plots_sweep
 from keras_stiffness.math.distance import critical_length
 from keras_stiffness.math.record import Measurement
+from keras_stiffness.plots import run_figures as plots, sweep as plots_sweep
 from keras_stiffness.store.layout import RunInfo
 from keras_stiffness.store.reader import open_run
 from keras_stiffness.store.writer import RunWriter
@@ -32,9 +32,23 @@ def _warnings_are_errors():
         yield
 
 
-def make_measurement(t, n, *, n_classes=10, pair_sets=ALL_SETS, measures=("sign", "cos"), layers=LAYERS,
-                     spaces=SPACES, bins=20, metric="cosine", lr=1e-3, loss_scale=1.0, log2_steps=10,
-                     fit_factor=1.1, seed=0):
+def make_measurement(
+    t,
+    n,
+    *,
+    n_classes=10,
+    pair_sets=ALL_SETS,
+    measures=("sign", "cos"),
+    layers=LAYERS,
+    spaces=SPACES,
+    bins=20,
+    metric="cosine",
+    lr=1e-3,
+    loss_scale=1.0,
+    log2_steps=10,
+    fit_factor=1.1,
+    seed=0,
+):
     """Measurement ``t`` of ``n``: stiffness decaying along training, log-spaced steps, with NaNs.
 
     NaNs: train loss at init, the last class column of train-val (a class without held-out probes),
@@ -62,10 +76,10 @@ def make_measurement(t, n, *, n_classes=10, pair_sets=ALL_SETS, measures=("sign"
     edges, curve = np.zeros((r_, bins + 1)), np.full((r_, m_, bins), np.nan)
     count, xi, xi_fit = np.zeros((r_, bins), np.int64), np.full((r_, m_), np.nan), np.full((r_, m_), np.nan)
     for r in range(r_):
-        hi = 2.0 if metric == "cosine" else 10.0 * 3 ** r
+        hi = 2.0 if metric == "cosine" else 10.0 * 3**r
         edges[r] = np.linspace(0.0, hi, bins + 1)
         centres = 0.5 * (edges[r, :-1] + edges[r, 1:])
-        count[r] = (4000 * np.exp(-((centres / hi * 2 - 0.9 + 0.12 * r) / 0.25) ** 2)).astype(np.int64)
+        count[r] = (4000 * np.exp(-(((centres / hi * 2 - 0.9 + 0.12 * r) / 0.25) ** 2))).astype(np.int64)
         length = (0.55 - 0.08 * r) * (1 - 0.4 * frac) * hi / 2
         for k in range(m_):
             y = scale[k] * np.tanh(4.0 * (length - centres) / hi) + 0.03 * rng.standard_normal(bins)
@@ -74,12 +88,31 @@ def make_measurement(t, n, *, n_classes=10, pair_sets=ALL_SETS, measures=("sign"
             xi[r, k] = critical_length(centres, y, count[r], MIN_COUNT)
             xi_fit[r, k] = math.nan if (r == r_ - 1 and t % 3 == 1) else fit_factor * length
     return Measurement(
-        step=step, epoch=step / 100, train_loss=loss, val_loss=loss * 1.3, learning_rate=lr,
-        wall_time=3.0 * t, pair_sets=tuple(pair_sets), measures=tuple(measures), class_matrix=cm,
-        class_pairs=counts, within=within, between=between, mean=0.1 * within + 0.9 * between,
-        pairs=counts.sum(axis=(1, 2)), layers=tuple(layers), layer_mean=depth * (0.1 * within + 0.9 * between),
-        layer_within=depth * within, layer_between=depth * between, spaces=tuple(spaces), distance_edges=edges,
-        curve_mean=curve, curve_count=count, critical_length=xi, critical_length_fit=xi_fit)
+        step=step,
+        epoch=step / 100,
+        train_loss=loss,
+        val_loss=loss * 1.3,
+        learning_rate=lr,
+        wall_time=3.0 * t,
+        pair_sets=tuple(pair_sets),
+        measures=tuple(measures),
+        class_matrix=cm,
+        class_pairs=counts,
+        within=within,
+        between=between,
+        mean=0.1 * within + 0.9 * between,
+        pairs=counts.sum(axis=(1, 2)),
+        layers=tuple(layers),
+        layer_mean=depth * (0.1 * within + 0.9 * between),
+        layer_within=depth * within,
+        layer_between=depth * between,
+        spaces=tuple(spaces),
+        distance_edges=edges,
+        curve_mean=curve,
+        curve_count=count,
+        critical_length=xi,
+        critical_length_fit=xi_fit,
+    )
 
 
 def make_info(m, n_classes=10, metric="cosine", config=None):
@@ -88,12 +121,24 @@ def make_info(m, n_classes=10, metric="cosine", config=None):
     has_val = len(m.pair_sets) > 1
     labels = np.repeat(np.arange(n_classes), 4 if has_val else 2)
     info = RunInfo(
-        class_names=names, probe_labels=labels, probe_indices=np.arange(labels.size),
+        class_names=names,
+        probe_labels=labels,
+        probe_indices=np.arange(labels.size),
         probe_is_val=np.tile([False, False, True, True] if has_val else [False, False], n_classes),
-        probe_hash="synthetic", pair_sets=m.pair_sets, measures=m.measures, layers=m.layers, spaces=m.spaces,
-        bins=m.distance_edges.shape[-1] - 1, metric=metric, min_count=MIN_COUNT, save_gram=False,
+        probe_hash="synthetic",
+        pair_sets=m.pair_sets,
+        measures=m.measures,
+        layers=m.layers,
+        spaces=m.spaces,
+        bins=m.distance_edges.shape[-1] - 1,
+        metric=metric,
+        min_count=MIN_COUNT,
+        save_gram=False,
         config=config if config is not None else {"train": {"lr": m.learning_rate, "epochs": 10}},
-        model_summary="", loss="sparse_categorical_crossentropy", rules={}, versions={},
+        model_summary="",
+        loss="sparse_categorical_crossentropy",
+        rules={},
+        versions={},
     )
     return info
 
@@ -115,7 +160,11 @@ class MemoryRun:
     def __init__(self, ms, info):
         self.path, self.info, self._ms = "memory.h5", info, ms
         self.pair_sets, self.measures, self.layers, self.spaces = (
-            info.pair_sets, info.measures, info.layers, ms[0].spaces if ms else info.spaces)
+            info.pair_sets,
+            info.measures,
+            info.layers,
+            ms[0].spaces if ms else info.spaces,
+        )
         self.config = info.config
 
     def __len__(self):
@@ -201,7 +250,7 @@ def test_training_figure_axes(full_run):
     assert epoch_ax.get_xscale() == "symlog" and "0 = init" in epoch_ax.get_xlabel()
     assert loss_ax.xaxis_inverted() and "decreasing" in loss_ax.get_xlabel()
     assert loss_ax.get_xscale() == "log"
-    assert all(any(list(l.get_ydata()) == [0.0, 0.0] for l in ax.lines) for ax in axes)  # line at 0
+    assert all(any(list(line.get_ydata()) == [0.0, 0.0] for line in ax.lines) for ax in axes)  # line at 0
     assert len(axes[0].lines) == 1 + 3 * 2  # zero line + pair sets x measures
     legends = [t.get_text() for leg in figs["stiffness_vs_training"].legends for t in leg.get_texts()]
     assert legends == ["train–train", "train–val", "val–val", "sign", "cos (chosen)"]
@@ -211,19 +260,18 @@ def test_distance_figure_leaves_out_low_count_bins(full_run):
     data, figs = figures(full_run)
     ax = figs["stiffness_vs_distance"].axes[0]
     last = data.rows[data.n - 1]
-    solid = [l for l in ax.lines if l.get_linestyle() == "-" and len(l.get_xdata()) > 2]
+    solid = [line for line in ax.lines if line.get_linestyle() == "-" and len(line.get_xdata()) > 2]
     assert len(solid) == len(SPACES)
     for r, line in enumerate(solid):
         centres = 0.5 * (last.distance_edges[r, :-1] + last.distance_edges[r, 1:])
         shown = np.asarray(line.get_xdata())[np.isfinite(line.get_ydata())]
         low = centres[last.curve_count[r] < MIN_COUNT]
         assert low.size and not np.isin(low, shown).any()
-        assert np.isin(centres[(last.curve_count[r] >= MIN_COUNT) & np.isfinite(last.curve_mean[r, 0])],
-                       shown).all()
-    xi_lines = [l.get_xdata()[0] for l in ax.lines if l.get_linestyle() == ":"]
+        assert np.isin(centres[(last.curve_count[r] >= MIN_COUNT) & np.isfinite(last.curve_mean[r, 0])], shown).all()
+    xi_lines = [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == ":"]
     assert xi_lines == pytest.approx([x for x in last.critical_length[:, 0] if np.isfinite(x)])
     labels = [t.get_text() for leg in figs["stiffness_vs_distance"].legends for t in leg.get_texts()]
-    assert labels[0].startswith("input: ξ = ") and all("fit" in s for s in labels[:len(SPACES)])
+    assert labels[0].startswith("input: ξ = ") and all("fit" in s for s in labels[: len(SPACES)])
     assert labels[len(SPACES)].startswith("last: step 1024,\nepoch 10.2,\ntrain loss")
     assert labels[len(SPACES) + 1].startswith("first: step 0 (init)")
     assert figs["stiffness_vs_distance"].axes[1].get_xlabel() == "distance 1 − cos(R1, R2)"
@@ -232,7 +280,7 @@ def test_distance_figure_leaves_out_low_count_bins(full_run):
 def test_critical_length_keeps_nan_gaps(full_run):
     data, figs = figures(full_run)
     ax = figs["critical_length"].axes[0]
-    fit_deepest = [l for l in ax.lines if l.get_linestyle() == "--"][-1]
+    fit_deepest = [line for line in ax.lines if line.get_linestyle() == "--"][-1]
     y = np.asarray(fit_deepest.get_ydata())
     assert y.size == data.n and np.array_equal(np.isnan(y), np.isnan(data.series["critical_length_fit"][:, -1, 0]))
     assert np.isnan(y).any()
@@ -242,11 +290,11 @@ def test_critical_length_beyond_the_distance_range_marked_at_the_top(tmp_path):
     path = write_run(tmp_path / "far.h5", n=3, fit_factor=100.0)  # fitted ξ ~ 30-60 > 2 = max of 1 − cos
     data, figs = figures(path)
     ax = figs["critical_length"].axes[0]
-    drawn = np.concatenate([np.asarray(l.get_ydata(), float) for l in ax.lines if l.get_marker() != "^"])
+    drawn = np.concatenate([np.asarray(line.get_ydata(), float) for line in ax.lines if line.get_marker() != "^"])
     assert np.nanmax(drawn) <= 2.0 and ax.get_ylim()[1] < 2.0
     fits = data.series["critical_length_fit"][:, :, 0]
     assert np.isnan(fits).sum() == 1  # the deepest space at t = 1
-    assert sum(len(l.get_xdata()) for l in ax.lines if l.get_marker() == "^") == np.sum(fits > 2) == 11
+    assert sum(len(line.get_xdata()) for line in ax.lines if line.get_marker() == "^") == np.sum(fits > 2) == 11
     texts = [t.get_text() for leg in figs["critical_length"].legends for t in leg.get_texts()]
     assert "beyond the distance\nrange (> 2)" in texts
 
@@ -299,8 +347,10 @@ def test_plot_run_errors(full_run, tmp_path):
 def sweep_runs(tmp_path_factory):
     """Three learning rates, given out of order; the runs end at different epochs and losses."""
     d = tmp_path_factory.mktemp("sweep")
-    return [write_run(d / f"lr{lr:g}.h5", n=n, lr=lr, loss_scale=s, log2_steps=k, seed=j)
-            for j, (lr, n, s, k) in enumerate([(1e-3, 5, 1.5, 10), (1e-4, 6, 2.0, 9), (3e-4, 7, 1.0, 11)])]
+    return [
+        write_run(d / f"lr{lr:g}.h5", n=n, lr=lr, loss_scale=s, log2_steps=k, seed=j)
+        for j, (lr, n, s, k) in enumerate([(1e-3, 5, 1.5, 10), (1e-4, 6, 2.0, 9), (3e-4, 7, 1.0, 11)])
+    ]
 
 
 def test_plot_sweep_match_epoch_and_loss(sweep_runs, tmp_path):
@@ -310,8 +360,8 @@ def test_plot_sweep_match_epoch_and_loss(sweep_runs, tmp_path):
         fig = plots_sweep.build_sweep(sweep_runs, match="epoch")
     ax_xi, ax_s = fig.axes[:2]
     assert ax_xi.get_xscale() == "log" and ax_s.get_xscale() == "log"
-    solid = [l for l in ax_xi.lines if l.get_linestyle() == "-"]
-    assert [l.get_label() for l in solid] == list(SPACES)
+    solid = [line for line in ax_xi.lines if line.get_linestyle() == "-"]
+    assert [line.get_label() for line in solid] == list(SPACES)
     assert list(solid[0].get_xdata()) == [1e-4, 3e-4, 1e-3]
     # last common epoch: the shortest run's last step, 2**9 / 100 = 5.12
     assert "last common epoch, 5.12" in fig._suptitle.get_text()

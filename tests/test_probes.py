@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from keras_stiffness.data.sources import load_data
 from keras_stiffness.data.probes import ProbeSet
+from keras_stiffness.data.sources import load_data
 
 
 def _data(n=120, n_classes=4, shape=(3, 2), seed=0):
@@ -50,16 +50,17 @@ def test_short_and_empty_classes_are_kept_and_reported():
     x, y = _data(40, n_classes=3)
     y = np.where(y == 2, 0, y)
     y[7] = 2  # class 2 has a single example; class 3 (via n_classes) has none
-    with pytest.warns(UserWarning, match=r"class 2 \('c'\): 1 available, 5 asked; "
-                      r"class 3 \('d'\): 0 available, 5 asked.*Classes \[2, 3\] have fewer than "
-                      r"2 probes.*NaN"):
+    with pytest.warns(
+        UserWarning,
+        match=r"class 2 \('c'\): 1 available, 5 asked; "
+        r"class 3 \('d'\): 0 available, 5 asked.*Classes \[2, 3\] have fewer than "
+        r"2 probes.*NaN",
+    ):
         p = ProbeSet(x, y, per_class=5, class_names=["a", "b", "c", "d"])
     assert p.n_classes == 4 and p.counts["train"].tolist() == [5, 5, 1, 0]
     assert p.short_classes == [("train", 2, 1, 5), ("train", 3, 0, 5)]
     summary = p.describe()
-    assert summary["short_classes"][1] == {
-        "split": "train", "class": 3, "name": "d", "available": 0, "asked": 5
-    }
+    assert summary["short_classes"][1] == {"split": "train", "class": 3, "name": "d", "available": 0, "asked": 5}
 
 
 def test_hash_stable_and_sensitive():
@@ -111,17 +112,28 @@ BAD_INPUTS = [
     (dict(x=X, y=Y + 0.5), ValueError, r"non-integer values"),
     (dict(x=X, y=Y - 1), ValueError, r"1 label\(s\) outside|label\(s\) outside \[0, 3\)"),
     (dict(x=X, y=Y, n_classes=3), ValueError, r"outside \[0, 3\).*n_classes=3"),
-    (dict(x=np.where(np.arange(40)[:, None, None] == 3, np.nan, X), y=Y), ValueError,
-     r"6 non-finite values \(NaN or Inf\) in 1 example\(s\), the first at x\[3\]"),
-    (dict(x=np.zeros((0, 3)), y=np.zeros(0, int)), ValueError, r"x of shape \(0, 3\); expected a "
-     r"non-empty"),
+    (
+        dict(x=np.where(np.arange(40)[:, None, None] == 3, np.nan, X), y=Y),
+        ValueError,
+        r"6 non-finite values \(NaN or Inf\) in 1 example\(s\), the first at x\[3\]",
+    ),
+    (
+        dict(x=np.zeros((0, 3)), y=np.zeros(0, int)),
+        ValueError,
+        r"x of shape \(0, 3\); expected a "
+        r"non-empty",
+    ),
     (dict(x=X, y=Y, per_class=0), ValueError, r"per_class=0; expected a positive integer"),
     (dict(x=X, y=Y, per_class="5"), TypeError, r"per_class='5'"),
     (dict(x=X, y=Y, val_per_class=0), ValueError, r"val_per_class=0"),
     (dict(x=X, y=Y, x_val=X), ValueError, r"x_val without y_val; expected both or neither"),
     (dict(x=X, y=Y, y_val=Y), ValueError, r"y_val without x_val"),
-    (dict(x=X, y=Y, x_val=X[:, :2], y_val=Y), ValueError, r"x of shape \(40, 3, 2\) and x_val of "
-     r"shape \(40, 2, 2\)"),
+    (
+        dict(x=X, y=Y, x_val=X[:, :2], y_val=Y),
+        ValueError,
+        r"x of shape \(40, 3, 2\) and x_val of "
+        r"shape \(40, 2, 2\)",
+    ),
     (dict(x=X[:1], y=Y[:1], per_class=1), ValueError, r"1 probe\(s\) in total .*at least 2"),
     (dict(x=X, y=Y, n_classes=5, class_names=["a"]), ValueError, r"n_classes=5 and 1 class_names"),
     (dict(x=X, y=Y, class_names="abcd"), TypeError, r"class_names='abcd'"),
@@ -185,4 +197,4 @@ def test_from_source_digits():
     assert abs(float(p.x_train.mean())) < 0.15 and abs(float(p.x_train.std()) - 1.0) < 0.15
     data = load_data("digits", seed=0)
     assert np.array_equal(p.x_train, data.x_train[p.indices[: p.n_train]])
-    assert np.array_equal(p.x_val, data.x_val[p.indices[p.n_train:]])
+    assert np.array_equal(p.x_val, data.x_val[p.indices[p.n_train :]])

@@ -20,8 +20,17 @@ def measurement():
     g2 = rng.normal(size=(n, 4))
     layers = {"dense": g1 @ g1.T, "out": g2 @ g2.T}
     reps = {"input": rng.normal(size=(n, 6)), "dense": rng.normal(size=(n, 5))}
-    return summarize(layers["dense"] + layers["out"], layers, labels, is_val, c, reps, bins=5, min_count=1,
-                     tags={"step": 7, "epoch": 1.5, "train_loss": 0.3})
+    return summarize(
+        layers["dense"] + layers["out"],
+        layers,
+        labels,
+        is_val,
+        c,
+        reps,
+        bins=5,
+        min_count=1,
+        tags={"step": 7, "epoch": 1.5, "train_loss": 0.3},
+    )
 
 
 def test_measurement_to_dict_shape_and_values(measurement):
@@ -58,7 +67,8 @@ def test_layers_merge_spaces_and_weight_layers(measurement):
 
 def test_clean_turns_numpy_and_nan_into_json_values():
     cleaned = report.clean(
-        {"a": np.float32(np.nan), "b": np.arange(3), "c": (np.int64(2), np.inf), "d": np.bool_(True)})
+        {"a": np.float32(np.nan), "b": np.arange(3), "c": (np.int64(2), np.inf), "d": np.bool_(True)}
+    )
     assert cleaned == {"a": None, "b": [0, 1, 2], "c": [2, None], "d": True}
 
 
@@ -66,15 +76,28 @@ def test_text_tables_name_everything(measurement):
     d = report.measurement_to_dict(measurement, ["a", "b", "c"])
     result = {
         "model": {"name": "m", "class": "Sequential", "n_params": 1234, "loss": "sce"},
-        "probes": {"source": "digits", "n_train": 20, "n_val": 10, "n_classes": 3, "seed": 0,
-                   "class_names": ["a", "b", "c"]},
-        "measures": list(measurement.measures), "pair_sets": d["pair_sets"], "layers": d["layers"],
+        "probes": {
+            "source": "digits",
+            "n_train": 20,
+            "n_val": 10,
+            "n_classes": 3,
+            "seed": 0,
+            "class_names": ["a", "b", "c"],
+        },
+        "measures": list(measurement.measures),
+        "pair_sets": d["pair_sets"],
+        "layers": d["layers"],
     }
     text = report.analysis_text(result)
     for needle in ("1,234", "train-val", "within sign", "dense", "step \\ effect"):
         assert needle in text
-    run = {"path": "r.h5", "format_version": 1, "measures": list(measurement.measures),
-           "pair_sets": list(measurement.pair_sets), "class_names": ["a", "b", "c"]}
+    run = {
+        "path": "r.h5",
+        "format_version": 1,
+        "measures": list(measurement.measures),
+        "pair_sets": list(measurement.pair_sets),
+        "class_names": ["a", "b", "c"],
+    }
     text = report.inspect_text(run, [d, d])
     assert "Measurements: 2" in text
     lines = text.splitlines()

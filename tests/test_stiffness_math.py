@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 
 from keras_stiffness.math.stiffness import (
-    check_measures, class_stiffness, cosine_stiffness, pair_set_blocks, sign_stiffness, stiffness,
-    stiffness_matrices, within_between, zero_norm_mask,
+    check_measures,
+    class_stiffness,
+    cosine_stiffness,
+    pair_set_blocks,
+    sign_stiffness,
+    stiffness,
+    stiffness_matrices,
+    within_between,
+    zero_norm_mask,
 )
 
 
@@ -152,17 +159,32 @@ def test_pair_set_blocks_any_order():
     assert list(pair_set_blocks(np.zeros(3, dtype=bool))) == ["train-train"]
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda: cosine_stiffness(np.ones((2, 3))), ValueError, r"Received: gram with shape \(2, 3\); expected a square"),
-    (lambda: cosine_stiffness([[1.0, np.nan], [np.nan, 1.0]]), ValueError, r"non-finite entry at \(0, 1\)"),
-    (lambda: class_stiffness(np.eye(2), [0, 1.0], [0, 1], 2, True), TypeError, "dtype float64; expected integer"),
-    (lambda: class_stiffness(np.eye(2), [0, 2], [0, 2], 2, True), ValueError, r"outside \[0, 2\) \(first labels_a\[1\]=2"),
-    (lambda: class_stiffness(np.eye(2), [0], [0, 1], 2, True), ValueError, r"labels_a with shape \(1,\); expected \(2,\)"),
-    (lambda: class_stiffness(np.eye(2), [0, 1], [1, 0], 2, True), ValueError, "same_set=True with different"),
-    (lambda: class_stiffness(np.eye(2), [0, 1], [1, 0], 0, False), ValueError, "Received: n_classes=0"),
-    (lambda: within_between(np.ones(3)), ValueError, r"class matrix with shape \(3,\)"),
-    (lambda: pair_set_blocks([0, 1]), TypeError, "expected a 1-D boolean"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (
+            lambda: cosine_stiffness(np.ones((2, 3))),
+            ValueError,
+            r"Received: gram with shape \(2, 3\); expected a square",
+        ),
+        (lambda: cosine_stiffness([[1.0, np.nan], [np.nan, 1.0]]), ValueError, r"non-finite entry at \(0, 1\)"),
+        (lambda: class_stiffness(np.eye(2), [0, 1.0], [0, 1], 2, True), TypeError, "dtype float64; expected integer"),
+        (
+            lambda: class_stiffness(np.eye(2), [0, 2], [0, 2], 2, True),
+            ValueError,
+            r"outside \[0, 2\) \(first labels_a\[1\]=2",
+        ),
+        (
+            lambda: class_stiffness(np.eye(2), [0], [0, 1], 2, True),
+            ValueError,
+            r"labels_a with shape \(1,\); expected \(2,\)",
+        ),
+        (lambda: class_stiffness(np.eye(2), [0, 1], [1, 0], 2, True), ValueError, "same_set=True with different"),
+        (lambda: class_stiffness(np.eye(2), [0, 1], [1, 0], 0, False), ValueError, "Received: n_classes=0"),
+        (lambda: within_between(np.ones(3)), ValueError, r"class matrix with shape \(3,\)"),
+        (lambda: pair_set_blocks([0, 1]), TypeError, "expected a 1-D boolean"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()

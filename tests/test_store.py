@@ -17,11 +17,17 @@ import numpy as np
 import pytest
 
 import keras_stiffness
-
 from keras_stiffness.store import layout as store_layout
 from keras_stiffness.store.layout import (
-    FORMAT, FORMAT_VERSION, FormatVersionError, MeasurementMismatchError, NotARunError,
-    RunFileError, RunInfo, RunInUseError, RunMismatchError,
+    FORMAT,
+    FORMAT_VERSION,
+    FormatVersionError,
+    MeasurementMismatchError,
+    NotARunError,
+    RunFileError,
+    RunInfo,
+    RunInUseError,
+    RunMismatchError,
 )
 from keras_stiffness.store.reader import open_run
 from keras_stiffness.store.writer import RunWriter
@@ -80,7 +86,11 @@ def test_round_trip_every_field(tmp_path, save_gram):
         assert run.config == ref.config and run.format_version == FORMAT_VERSION
         assert run.class_names == ["cat", "dog", "émeu"]
         assert (run.pair_sets, run.measures, run.layers, run.spaces) == (
-            helper.PAIR_SETS, helper.MEASURES, helper.LAYERS, helper.SPACES)
+            helper.PAIR_SETS,
+            helper.MEASURES,
+            helper.LAYERS,
+            helper.SPACES,
+        )
         assert run.attrs["library_version"] == keras_stiffness.__version__  # the one place: version.py
         assert run.attrs["created"].endswith("+00:00")
 
@@ -90,22 +100,40 @@ def test_tags_and_series_shapes(tmp_path):
     expected = write_run(path, steps=(0, 5, 7, 30))
     with open_run(path) as run:
         tags = run.tags
-        assert list(tags) == ["step", "epoch", "train_loss", "val_loss", "learning_rate", "wall_time",
-                              "probe_loss", "probe_val_loss"]
+        assert list(tags) == [
+            "step",
+            "epoch",
+            "train_loss",
+            "val_loss",
+            "learning_rate",
+            "wall_time",
+            "probe_loss",
+            "probe_val_loss",
+        ]
         assert tags["step"].dtype == np.int64 and tags["step"].tolist() == [0, 5, 7, 30]
         assert np.isnan(tags["train_loss"][0])
         np.testing.assert_array_equal(tags["val_loss"], [m.val_loss for m in expected])
         shapes = {
-            "within": (4, P, M), "class_matrix": (4, P, M, C, C), "class_pairs": (4, P, C, C),
-            "pairs": (4, P), "layer_between": (4, L, P, M), "distance_edges": (4, R, B + 1),
-            "curve_mean": (4, R, M, B), "curve_count": (4, R, B), "critical_length": (4, R, M),
-            "critical_length_fit": (4, R, M), "zero_grad": (4,),
+            "within": (4, P, M),
+            "class_matrix": (4, P, M, C, C),
+            "class_pairs": (4, P, C, C),
+            "pairs": (4, P),
+            "layer_between": (4, L, P, M),
+            "distance_edges": (4, R, B + 1),
+            "curve_mean": (4, R, M, B),
+            "curve_count": (4, R, B),
+            "critical_length": (4, R, M),
+            "critical_length_fit": (4, R, M),
+            "zero_grad": (4,),
         }
         for name, shape in shapes.items():
             assert run.series(name).shape == shape, name
         np.testing.assert_array_equal(run.series("within")[2], expected[2].within)
-        with pytest.raises(ValueError, match=r"Received: name='gram' \(this run was written with "
-                                             r"save_gram=False\); expected one of \['step'"):
+        with pytest.raises(
+            ValueError,
+            match=r"Received: name='gram' \(this run was written with "
+            r"save_gram=False\); expected one of \['step'",
+        ):
             run.series("gram")
         with pytest.raises(ValueError, match="Received: name='nope'"):
             run.series("nope")
@@ -145,25 +173,32 @@ def test_xarray_sees_named_dimensions(tmp_path):
     write_run(path, save_gram=True)
     with xr.open_dataset(path, engine="h5netcdf") as ds:
         assert ds["within"].dims == ("measurement", "pair_set", "measure")
-        assert ds["class_matrix"].dims == (
-            "measurement", "pair_set", "measure", "class_from", "class_to")
+        assert ds["class_matrix"].dims == ("measurement", "pair_set", "measure", "class_from", "class_to")
         assert ds["layer_mean"].dims == ("measurement", "layer", "pair_set", "measure")
         assert ds["curve_mean"].dims == ("measurement", "space", "measure", "bin")
         assert ds["distance_edges"].dims == ("measurement", "space", "bin_edge")
         assert ds["gram"].dims == ("measurement", "probe", "probe_j")
         assert ds["probe_label"].dims == ("probe",)
-        assert dict(ds.sizes) == {"measurement": 3, "pair_set": P, "measure": M, "class_from": C,
-                                  "class_to": C, "layer": L, "space": R, "bin": B,
-                                  "bin_edge": B + 1, "probe": N, "probe_j": N}
+        assert dict(ds.sizes) == {
+            "measurement": 3,
+            "pair_set": P,
+            "measure": M,
+            "class_from": C,
+            "class_to": C,
+            "layer": L,
+            "space": R,
+            "bin": B,
+            "bin_edge": B + 1,
+            "probe": N,
+            "probe_j": N,
+        }
         assert ds["class_to"].values.tolist() == ["cat", "dog", "émeu"]
         assert ds["pair_set"].values.tolist() == list(helper.PAIR_SETS)
         assert ds["step"].values.tolist() == [0, 10, 20]
         assert ds["class_pairs"].dtype == np.int64
         assert ds.attrs["format"] == FORMAT
-        value = ds["class_matrix"].sel(pair_set="train-val", measure="cos", class_from="dog",
-                                       class_to="émeu").values
-        np.testing.assert_array_equal(value, [make_measurement(s).class_matrix[1, 1, 1, 2]
-                                              for s in (0, 10, 20)])
+        value = ds["class_matrix"].sel(pair_set="train-val", measure="cos", class_from="dog", class_to="émeu").values
+        np.testing.assert_array_equal(value, [make_measurement(s).class_matrix[1, 1, 1, 2] for s in (0, 10, 20)])
 
 
 def test_h5py_sees_attributes_and_dimension_scales(tmp_path):
@@ -171,8 +206,19 @@ def test_h5py_sees_attributes_and_dimension_scales(tmp_path):
     write_run(path)
     with h5py.File(path, "r") as f:
         assert f.attrs["format"] == FORMAT and f.attrs["format_version"] == FORMAT_VERSION
-        for name in ("created", "library_version", "config", "model_summary", "loss", "rules",
-                     "versions", "metric", "min_count", "probe_hash", "save_gram"):
+        for name in (
+            "created",
+            "library_version",
+            "config",
+            "model_summary",
+            "loss",
+            "rules",
+            "versions",
+            "metric",
+            "min_count",
+            "probe_hash",
+            "save_gram",
+        ):
             assert name in f.attrs, name
         assert f["step"].maxshape == (None,) and f["step"].chunks is not None
         for name, series in store_layout.SERIES_BY_NAME.items():
@@ -250,8 +296,10 @@ def test_create_in_read_only_directory(tmp_path, monkeypatch):
 # ---- measurements that do not fit ----------------------------------------------------------
 
 BAD_MEASUREMENTS = [
-    (dict(class_matrix=np.zeros((P, M, C + 1, C + 1))),
-     r"Received: class_matrix with shape \(3, 2, 4, 4\); expected \(3, 2, 3, 3\)"),
+    (
+        dict(class_matrix=np.zeros((P, M, C + 1, C + 1))),
+        r"Received: class_matrix with shape \(3, 2, 4, 4\); expected \(3, 2, 3, 3\)",
+    ),
     (dict(within=np.zeros((P - 1, M))), r"Received: within with shape \(2, 2\)"),
     (dict(layer_mean=np.zeros((L + 1, P, M))), r"Received: layer_mean with shape \(3, 3, 2\)"),
     (dict(distance_edges=np.zeros((R, B))), r"Received: distance_edges with shape \(3, 5\)"),
@@ -263,8 +311,7 @@ BAD_MEASUREMENTS = [
 ]
 
 
-@pytest.mark.parametrize("changes, message", BAD_MEASUREMENTS,
-                         ids=[next(iter(c)) for c, _ in BAD_MEASUREMENTS])
+@pytest.mark.parametrize("changes, message", BAD_MEASUREMENTS, ids=[next(iter(c)) for c, _ in BAD_MEASUREMENTS])
 def test_measurement_that_does_not_fit_is_rejected_before_writing(tmp_path, changes, message):
     path = tmp_path / "run.h5"
     with RunWriter.create(path, make_info()) as writer:
@@ -307,8 +354,7 @@ BAD_INFOS = [
 ]
 
 
-@pytest.mark.parametrize("changes, error, message", BAD_INFOS,
-                         ids=[next(iter(c)) for c, _, _ in BAD_INFOS])
+@pytest.mark.parametrize("changes, error, message", BAD_INFOS, ids=[next(iter(c)) for c, _, _ in BAD_INFOS])
 def test_bad_run_info_is_rejected(changes, error, message):
     with pytest.raises(error, match=message):
         make_info(**changes)
@@ -326,8 +372,11 @@ def test_open_run_rejects_files_that_are_not_runs(tmp_path):
     with h5py.File(model, "w") as f:  # what a Keras 2 model file looks like
         f.attrs["keras_version"] = "2.15.0"
         f.create_group("model_weights").create_dataset("kernel", data=np.ones((3, 2)))
-    with pytest.raises(NotARunError, match=r"format attribute None and top-level items "
-                                           r"\['model_weights'\]; expected a keras_stiffness run"):
+    with pytest.raises(
+        NotARunError,
+        match=r"format attribute None and top-level items "
+        r"\['model_weights'\]; expected a keras_stiffness run",
+    ):
         open_run(model)
     with pytest.raises(FileNotFoundError, match="which does not exist"):
         open_run(tmp_path / "absent.h5")
@@ -420,10 +469,14 @@ class Child:
     """A helper subprocess whose output lines arrive on a queue."""
 
     def __init__(self, *args):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE),
-                                                           os.environ.get("PYTHONPATH", "")]))
-        self.proc = subprocess.Popen([sys.executable, HELPER, *map(str, args)], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
+        self.proc = subprocess.Popen(
+            [sys.executable, HELPER, *map(str, args)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
 

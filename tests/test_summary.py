@@ -57,8 +57,9 @@ def test_summarize_matches_naive_reference(metric):
     layers = {"dense": g1 @ g1.T, "out": g2 @ g2.T}
     total = layers["dense"] + layers["out"]
     reps = {"input": rng.normal(size=(n, 2, 3)), "dense": np.maximum(rng.normal(size=(n, 6)), 0)}
-    m = summarize(total, layers, labels, is_val, c, reps, metric=metric, bins=bins, min_count=1,
-                  tags={"step": 7, "epoch": 1.5})
+    m = summarize(
+        total, layers, labels, is_val, c, reps, metric=metric, bins=bins, min_count=1, tags={"step": 7, "epoch": 1.5}
+    )
     assert isinstance(m, Measurement) and m.measures == ("sign", "cos") and m.layers == ("dense", "out")
     assert m.pair_sets == ("train-train", "train-val", "val-val") and m.spaces == ("input", "dense")
     train, val = np.flatnonzero(~is_val), np.flatnonzero(is_val)
@@ -68,17 +69,19 @@ def test_summarize_matches_naive_reference(metric):
             matrix, count, within, between, mean = naive_pair_set(total, labels, rows, cols, same, measure, c)
             np.testing.assert_allclose(m.class_matrix[p, k], matrix, atol=1e-12)
             np.testing.assert_array_equal(m.class_pairs[p], count)
-            np.testing.assert_allclose([m.within[p, k], m.between[p, k], m.mean[p, k]],
-                                       [within, between, mean], atol=1e-12)
+            np.testing.assert_allclose(
+                [m.within[p, k], m.between[p, k], m.mean[p, k]], [within, between, mean], atol=1e-12
+            )
             for li, name in enumerate(m.layers):
                 ref = naive_pair_set(layers[name], labels, rows, cols, same, measure, c)
-                np.testing.assert_allclose([m.layer_within[li, p, k], m.layer_between[li, p, k],
-                                            m.layer_mean[li, p, k]], ref[2:], atol=1e-12)
+                np.testing.assert_allclose(
+                    [m.layer_within[li, p, k], m.layer_between[li, p, k], m.layer_mean[li, p, k]], ref[2:], atol=1e-12
+                )
         assert m.pairs[p] == count.sum()
     for r, space in enumerate(m.spaces):
         edges = m.distance_edges[r]
         assert edges[0] == 0 and len(edges) == bins + 1
-        pairs = [(i, j) for ii, i in enumerate(train) for j in train[ii + 1:]]
+        pairs = [(i, j) for ii, i in enumerate(train) for j in train[ii + 1 :]]
         dist = np.array([naive_distance(reps[space], i, j, metric) for i, j in pairs])
         if metric == "euclidean":
             assert edges[-1] == pytest.approx(dist.max())
@@ -103,8 +106,9 @@ def test_critical_lengths_known_answer():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(200, 3))
     gram = x @ x.T  # gradients equal to the inputs: cosine stiffness = 1 - cosine distance
-    m = summarize(gram, {"only": gram}, rng.integers(0, 2, 200), np.zeros(200, bool), 2, {"input": x},
-                  measures=("cos",), bins=40)
+    m = summarize(
+        gram, {"only": gram}, rng.integers(0, 2, 200), np.zeros(200, bool), 2, {"input": x}, measures=("cos",), bins=40
+    )
     assert m.critical_length_fit[0, 0] == pytest.approx(1.0, abs=1e-9)
     assert m.critical_length[0, 0] == pytest.approx(1.0, abs=0.02)
     np.testing.assert_allclose(m.layer_mean[0], m.mean)
@@ -135,9 +139,17 @@ def test_measures_are_put_in_canonical_order_and_validated():
 def test_zero_gradient_and_saved_gram():
     g = np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 0.2], [0.0, 1.0]])
     gram = g @ g.T
-    m = summarize(gram, {"d": gram}, np.array([0, 0, 0, 1]), np.array([False, False, True, True]), 2,
-                  {"input": g}, min_count=1, save_gram=True,
-                  tags={"train_loss": 0.3, "learning_rate": 1e-3, "wall_time": 2.0})
+    m = summarize(
+        gram,
+        {"d": gram},
+        np.array([0, 0, 0, 1]),
+        np.array([False, False, True, True]),
+        2,
+        {"input": g},
+        min_count=1,
+        save_gram=True,
+        tags={"train_loss": 0.3, "learning_rate": 1e-3, "wall_time": 2.0},
+    )
     assert m.zero_grad == 1
     has_pairs = np.broadcast_to(m.class_pairs[:, None], m.class_matrix.shape) > 0
     assert np.isfinite(m.class_matrix[has_pairs]).all() and np.isnan(m.class_matrix[~has_pairs]).all()
@@ -158,21 +170,29 @@ def test_paper_picture_within_plus_one_between_minus_one():
     np.testing.assert_array_equal(m.between, -1.0)
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"per_layer": {"d": np.eye(3)}}, ValueError, r"per_layer\['d'\] with shape \(3, 3\); expected \(4, 4\)"),
-    ({"representations": {"input": np.ones((3, 2))}}, ValueError, r"representations\['input'\] with shape"),
-    ({"labels": np.array([0, 1, 0])}, ValueError, r"labels with shape \(3,\); expected \(4,\)"),
-    ({"is_val": np.zeros(5, bool)}, ValueError, r"is_val with shape \(5,\); expected \(4,\)"),
-    ({"is_val": np.zeros(4)}, TypeError, "expected a 1-D boolean"),
-    ({"metric": "l1"}, ValueError, "Received: metric='l1'"),
-    ({"bins": 0}, ValueError, "Received: bins=0"),
-    ({"min_count": -1}, ValueError, "Received: min_count=-1"),
-    ({"tags": {"stpe": 1}}, ValueError, r"tags with unknown keys \['stpe'\]"),
-    ({"total": np.ones((4, 3))}, ValueError, r"total with shape \(4, 3\)"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"per_layer": {"d": np.eye(3)}}, ValueError, r"per_layer\['d'\] with shape \(3, 3\); expected \(4, 4\)"),
+        ({"representations": {"input": np.ones((3, 2))}}, ValueError, r"representations\['input'\] with shape"),
+        ({"labels": np.array([0, 1, 0])}, ValueError, r"labels with shape \(3,\); expected \(4,\)"),
+        ({"is_val": np.zeros(5, bool)}, ValueError, r"is_val with shape \(5,\); expected \(4,\)"),
+        ({"is_val": np.zeros(4)}, TypeError, "expected a 1-D boolean"),
+        ({"metric": "l1"}, ValueError, "Received: metric='l1'"),
+        ({"bins": 0}, ValueError, "Received: bins=0"),
+        ({"min_count": -1}, ValueError, "Received: min_count=-1"),
+        ({"tags": {"stpe": 1}}, ValueError, r"tags with unknown keys \['stpe'\]"),
+        ({"total": np.ones((4, 3))}, ValueError, r"total with shape \(4, 3\)"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(kwargs, error, match):
-    args = {"total": np.eye(4), "per_layer": {}, "labels": np.array([0, 1, 0, 1]),
-            "is_val": np.zeros(4, bool), "n_classes": 2}
+    args = {
+        "total": np.eye(4),
+        "per_layer": {},
+        "labels": np.array([0, 1, 0, 1]),
+        "is_val": np.zeros(4, bool),
+        "n_classes": 2,
+    }
     args.update(kwargs)
     with pytest.raises(error, match=match):
         summarize(**args)

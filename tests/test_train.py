@@ -44,11 +44,17 @@ def test_default_val_per_class_caps_at_smallest_class():
     assert train.default_val_per_class(10, None, 3) is None
 
 
-@pytest.mark.parametrize("field,value,error,match", [
-    ("epochs", 0, ValueError, "epochs=0"), ("learning_rate", -1.0, ValueError, "learning_rate=-1.0"),
-    ("arch", "rnn", ValueError, "arch='rnn'"), ("per_class", 1.5, TypeError, "per_class=1.5"),
-    ("seed", -1, ValueError, "seed=-1"), ("epochs", True, TypeError, "epochs=True"),
-])
+@pytest.mark.parametrize(
+    "field,value,error,match",
+    [
+        ("epochs", 0, ValueError, "epochs=0"),
+        ("learning_rate", -1.0, ValueError, "learning_rate=-1.0"),
+        ("arch", "rnn", ValueError, "arch='rnn'"),
+        ("per_class", 1.5, TypeError, "per_class=1.5"),
+        ("seed", -1, ValueError, "seed=-1"),
+        ("epochs", True, TypeError, "epochs=True"),
+    ],
+)
 def test_train_config_validates(field, value, error, match):
     with pytest.raises(error, match=match):
         train.TrainConfig(**{field: value})

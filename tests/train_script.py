@@ -34,8 +34,9 @@ def main(path: str, epochs: int, pause: float) -> None:
     y = np.arange(200) % 4
     x = (rng.normal(size=(4, 10))[y] + rng.normal(size=(200, 10))).astype("float32")
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(8, activation="relu"),
-                              keras.layers.Dense(4, activation="softmax")])
+    model = keras.Sequential(
+        [keras.Input((10,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(4, activation="softmax")]
+    )
     model.compile("adam", "sparse_categorical_crossentropy")
     cb = StiffnessCallback(ProbeSet(x, y, per_class=5), path, bins=5, min_count=1)
     model.fit(x, y, epochs=epochs, batch_size=50, verbose=0, callbacks=[cb, Announce(cb, pause)])

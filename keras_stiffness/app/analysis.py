@@ -23,8 +23,6 @@ import warnings
 import zipfile
 from typing import Dict, Iterator, List, Optional, Sequence
 
-
-
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 _BUILTIN_CONTAINERS = ("Sequential", "Functional", "Model")
 
@@ -253,8 +251,11 @@ def _load_failure(path: str, exc: BaseException, custom_objects: Dict[str, objec
     if unknown and unknown.group(2) not in missing:
         missing.append(unknown.group(2))
     top = (config or {}).get("class_name")
-    if path.lower().endswith((".h5", ".hdf5")) and top and top not in _BUILTIN_CONTAINERS and (
-        "Layer count mismatch" in text or not missing or top in custom_objects
+    if (
+        path.lower().endswith((".h5", ".hdf5"))
+        and top
+        and top not in _BUILTIN_CONTAINERS
+        and ("Layer count mismatch" in text or not missing or top in custom_objects)
     ):
         return (
             f"Model file {path!r} holds a subclassed model ({top}) in the legacy .h5 format, which "
@@ -299,8 +300,9 @@ def check_model_fits(model, data) -> None:
             f"gives {shape_text(given)}. Pass --data with inputs the model was trained on (same "
             "shape and preprocessing)."
         )
-    out = call_model(model, data.x_train[:2], source=f"data {source!r}",
-                     fix="Pass --data with inputs the model was trained on.")
+    out = call_model(
+        model, data.x_train[:2], source=f"data {source!r}", fix="Pass --data with inputs the model was trained on."
+    )
     if out.ndim != 2:
         raise ValueError(
             f"Model {model.name!r} returns outputs of shape {shape_text(out.shape[1:])} per example; "
@@ -345,8 +347,16 @@ def analyze(model, probes, config=None, *, loss=None):
     return m, gram, adapter.describe()
 
 
-def analysis_result(m, probes, description: dict, *, model_path: str, input_shape: Optional[tuple],
-                    metric: str, run_file: Optional[str] = None) -> dict:
+def analysis_result(
+    m,
+    probes,
+    description: dict,
+    *,
+    model_path: str,
+    input_shape: Optional[tuple],
+    metric: str,
+    run_file: Optional[str] = None,
+) -> dict:
     """The JSON-ready result of ``kstiff analyze`` (see :mod:`keras_stiffness.app.report` for the shape).
 
     Returns:
@@ -358,20 +368,31 @@ def analysis_result(m, probes, description: dict, *, model_path: str, input_shap
     d = measurement_to_dict(m, probes.class_names)
     model_info = {k: v for k, v in description.items() if k != "summary"}
     model_info.update(path=model_path, input_shape=list(input_shape) if input_shape is not None else None)
-    return clean({
-        "model": model_info,
-        "probes": probes.describe(),
-        "measures": list(m.measures),
-        "metric": metric,
-        "zero_grad": d["zero_grad"],
-        "pair_sets": d["pair_sets"],
-        "layers": d["layers"],
-        "run_file": run_file,
-    })
+    return clean(
+        {
+            "model": model_info,
+            "probes": probes.describe(),
+            "measures": list(m.measures),
+            "metric": metric,
+            "zero_grad": d["zero_grad"],
+            "pair_sets": d["pair_sets"],
+            "layers": d["layers"],
+            "run_file": run_file,
+        }
+    )
 
 
-def write_measurement(path: str, m, gram, probes, description: dict, config, *, overwrite: bool = False,
-                      extra_config: Optional[dict] = None) -> str:
+def write_measurement(
+    path: str,
+    m,
+    gram,
+    probes,
+    description: dict,
+    config,
+    *,
+    overwrite: bool = False,
+    extra_config: Optional[dict] = None,
+) -> str:
     """Write one measurement as a one-row run file (the StiffnessCallback's format).
 
     Raises:
@@ -384,9 +405,14 @@ def write_measurement(path: str, m, gram, probes, description: dict, config, *, 
 
     check_writable(path, overwrite=overwrite, exists_fix=EXISTS_FIX)
     info = make_run_info(
-        m, probes, description, rules=gram.rules,
+        m,
+        probes,
+        description,
+        rules=gram.rules,
         config={"measure": config.to_dict(), "probes": probes.describe(), **(extra_config or {})},
-        metric=config.metric, min_count=config.min_count, save_gram=config.save_gram,
+        metric=config.metric,
+        min_count=config.min_count,
+        save_gram=config.save_gram,
     )
     writer = RunWriter.create(path, info, overwrite=overwrite)
     try:

@@ -82,9 +82,7 @@ def paper_cnn(input_shape: Sequence[int], n_classes: int):
         )
     layers = [keras.Input(shape=shape)]
     for k, channels in enumerate((16, 32, 32), start=1):
-        layers.append(
-            keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name=f"conv{k}")
-        )
+        layers.append(keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name=f"conv{k}"))
         layers.append(keras.layers.MaxPooling2D(2, padding="same", name=f"pool{k}"))
     layers += [
         keras.layers.Flatten(name="flatten"),

@@ -84,9 +84,7 @@ def pair_sets_to_dict(m: Measurement, class_names: Sequence[str]) -> Dict[str, d
                 "between": clean(m.between[p, k]),
                 "mean": clean(m.mean[p, k]),
                 "pairs": int(m.pairs[p]),
-                "per_class": {
-                    (names[c] if c < len(names) else str(c)): clean(diag[c]) for c in range(len(diag))
-                },
+                "per_class": {(names[c] if c < len(names) else str(c)): clean(diag[c]) for c in range(len(diag))},
             }
         out[pair_set] = entry
     return out
@@ -112,8 +110,7 @@ def layers_to_list(m: Measurement) -> List[dict]:
                 row[f"critical_length_fit_{measure}"] = clean(m.critical_length_fit[r, k])
         li = list(m.layers).index(name) if name in m.layers else None
         for k, measure in enumerate(m.measures):
-            for key, table in (("stiffness", m.layer_mean), ("within", m.layer_within),
-                               ("between", m.layer_between)):
+            for key, table in (("stiffness", m.layer_mean), ("within", m.layer_within), ("between", m.layer_between)):
                 value = None
                 if li is not None and p_train is not None:
                     value = clean(table[li, p_train, k])
@@ -229,18 +226,27 @@ def analysis_text(result: Mapping[str, Any]) -> str:
     ]
     if result.get("zero_grad"):
         lines.append(f"Note: {result['zero_grad']} probe(s) have a zero gradient (stiffness 0).")
-    lines += ["", "Stiffness by pair set (class-matrix summaries; self-pairs excluded):",
-              pair_set_table(result["pair_sets"], measures)]
-    lines += ["", "Layers: critical length xi (distance 1 - cos where binned stiffness first crosses 0; "
-              "'fit': zero of a line fitted to within-class stiffness) and per-layer stiffness "
-              "(train-train mean of the layer's own weights):", layer_table(result["layers"], measures)]
+    lines += [
+        "",
+        "Stiffness by pair set (class-matrix summaries; self-pairs excluded):",
+        pair_set_table(result["pair_sets"], measures),
+    ]
+    lines += [
+        "",
+        "Layers: critical length xi (distance 1 - cos where binned stiffness first crosses 0; "
+        "'fit': zero of a line fitted to within-class stiffness) and per-layer stiffness "
+        "(train-train mean of the layer's own weights):",
+        layer_table(result["layers"], measures),
+    ]
     class_names = probes.get("class_names") or []
     first = next(iter(result["pair_sets"]), None)
     if measures and first and 0 < len(class_names) <= _MAX_MATRIX_CLASSES:
         measure = measures[0]
-        lines += ["", f"Class matrix, {first}, {measure} stiffness (other pair sets and measures: "
-                      "--format json):",
-                  class_matrix_table(result["pair_sets"][first][measure]["class_matrix"], class_names)]
+        lines += [
+            "",
+            f"Class matrix, {first}, {measure} stiffness (other pair sets and measures: --format json):",
+            class_matrix_table(result["pair_sets"][first][measure]["class_matrix"], class_names),
+        ]
     elif class_names:
         lines += ["", f"({len(class_names)} classes: class matrices are in --format json.)"]
     return "\n".join(lines)
@@ -248,8 +254,13 @@ def analysis_text(result: Mapping[str, Any]) -> str:
 
 def inspect_row(d: Mapping[str, Any], measures: Sequence[str]) -> List[str]:
     """One line of the ``kstiff inspect`` table from :func:`measurement_to_dict` output."""
-    row = [str(d["step"]), fmt(d["epoch"], ".3g"), fmt(d["train_loss"], ".4g"), fmt(d["val_loss"], ".4g"),
-           fmt(d["learning_rate"], ".3g")]
+    row = [
+        str(d["step"]),
+        fmt(d["epoch"], ".3g"),
+        fmt(d["train_loss"], ".4g"),
+        fmt(d["val_loss"], ".4g"),
+        fmt(d["learning_rate"], ".3g"),
+    ]
     for pair_set in ("train-train", "train-val"):
         entry = d["pair_sets"].get(pair_set)
         for measure in measures:
@@ -278,19 +289,25 @@ def inspect_text(run: Mapping[str, Any], measurements: Sequence[Mapping[str, Any
     train = run.get("train") or {}
     lines = [f"Run file: {run.get('path')} (format version {run.get('format_version')})"]
     if model:
-        lines.append(f"Model: {model.get('name')} ({model.get('class')}), {fmt(model.get('n_params'))} "
-                     f"trainable parameters, loss {run.get('loss') or model.get('loss')}")
+        lines.append(
+            f"Model: {model.get('name')} ({model.get('class')}), {fmt(model.get('n_params'))} "
+            f"trainable parameters, loss {run.get('loss') or model.get('loss')}"
+        )
     if train:
         lines.append("Training: " + ", ".join(f"{k}={v}" for k, v in train.items()))
     if probes:
-        lines.append(f"Probes: {probes.get('source') or 'data'}: {probes.get('n_train')} train + "
-                     f"{probes.get('n_val')} held-out, {probes.get('n_classes')} classes, seed "
-                     f"{probes.get('seed')}, hash {str(probes.get('hash', ''))[:12]}")
+        lines.append(
+            f"Probes: {probes.get('source') or 'data'}: {probes.get('n_train')} train + "
+            f"{probes.get('n_val')} held-out, {probes.get('n_classes')} classes, seed "
+            f"{probes.get('seed')}, hash {str(probes.get('hash', ''))[:12]}"
+        )
     lines.append(f"Classes: {', '.join(map(str, run.get('class_names') or []))}")
     lines.append(f"Pair sets: {', '.join(run.get('pair_sets') or [])}; measures: {', '.join(measures)}")
     lines.append(f"Layers with weights: {', '.join(run.get('layers') or []) or '-'}")
-    lines.append(f"Distance spaces: {', '.join(run.get('spaces') or []) or '-'} (metric "
-                 f"{run.get('metric')}, {run.get('bins')} bins, min_count {run.get('min_count')})")
+    lines.append(
+        f"Distance spaces: {', '.join(run.get('spaces') or []) or '-'} (metric "
+        f"{run.get('metric')}, {run.get('bins')} bins, min_count {run.get('min_count')})"
+    )
     schedule = run.get("schedule")
     if schedule:
         lines.append("Schedule: " + ", ".join(f"{k}={v}" for k, v in schedule.items() if v is not None))
@@ -310,20 +327,30 @@ def train_summary_text(summary: Mapping[str, Any]) -> str:
         f"{train['batch_size']}; {summary['n_measurements']} measurements, "
         f"{summary['train_seconds']:.0f} s",
     ]
-    rows = [["train loss", fmt(init["train_loss"], ".4g"), fmt(end["train_loss"], ".4g")],
-            ["val loss", fmt(init["val_loss"], ".4g"), fmt(end["val_loss"], ".4g")]]
-    keys = [k for k in init if k.endswith((" sign", " cos")) and (" within " in k or " between " in k)
-            and not k.startswith("val-val")]  # val-val is in summary.json
+    rows = [
+        ["train loss", fmt(init["train_loss"], ".4g"), fmt(end["train_loss"], ".4g")],
+        ["val loss", fmt(init["val_loss"], ".4g"), fmt(end["val_loss"], ".4g")],
+    ]
+    keys = [
+        k
+        for k in init
+        if k.endswith((" sign", " cos")) and (" within " in k or " between " in k) and not k.startswith("val-val")
+    ]  # val-val is in summary.json
     rows += [[k, fmt(init[k], "+.3f"), fmt(end.get(k), "+.3f")] for k in keys]
     xi_init, xi_end = init.get("critical_length") or {}, end.get("critical_length") or {}
     rows += [[f"xi {space} (sign)", fmt(xi_init.get(space)), fmt(xi_end.get(space))] for space in xi_init]
     lines.append(table(["", f"init (step {init['step']})", f"end (epoch {fmt(end['epoch'], '.3g')})"], rows))
     if final.get("min_val_loss") is not None:
-        lines.append(f"Val loss: min {fmt(final['min_val_loss'], '.4g')} at epoch {final['min_val_loss_epoch']}, "
-                     f"final {fmt(final['val_loss'], '.4g')}; val accuracy {fmt(final['val_accuracy'], '.3f')}")
+        lines.append(
+            f"Val loss: min {fmt(final['min_val_loss'], '.4g')} at epoch {final['min_val_loss_epoch']}, "
+            f"final {fmt(final['val_loss'], '.4g')}; val accuracy {fmt(final['val_accuracy'], '.3f')}"
+        )
     lines.append(f"Run file: {summary['run_file']}")
     lines.append(f"Summary: {summary['summary_file']}")
     if summary.get("figures"):
-        lines.append(f"Figures: {len(summary['figures'])} PNG in {summary['run_dir']}/ ("
-                     + ", ".join(pathlib.Path(p).name for p in summary["figures"]) + ")")
+        lines.append(
+            f"Figures: {len(summary['figures'])} PNG in {summary['run_dir']}/ ("
+            + ", ".join(pathlib.Path(p).name for p in summary["figures"])
+            + ")"
+        )
     return "\n".join(lines)

@@ -38,7 +38,12 @@ import numpy as np
 from keras_stiffness.app.models import ARCHITECTURES
 from keras_stiffness.app.report import clean
 from keras_stiffness.validation import (
-    check_int, check_optional_int, check_positive_number, check_seed, check_writable, nearest_existing,
+    check_int,
+    check_optional_int,
+    check_positive_number,
+    check_seed,
+    check_writable,
+    nearest_existing,
 )
 
 #: Default number of epochs: on ``digits`` the paper's MLP reaches a train loss of ~1e-4 by then
@@ -84,8 +89,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"Received: arch={self.arch!r}; expected one of {list(ARCHITECTURES)}.")
-        checked = {name: check_int(getattr(self, name), name)
-                   for name in ("epochs", "batch_size", "per_class", "every_n_epochs", "points_per_decade")}
+        checked = {
+            name: check_int(getattr(self, name), name)
+            for name in ("epochs", "batch_size", "per_class", "every_n_epochs", "points_per_decade")
+        }
         checked["val_per_class"] = check_optional_int(self.val_per_class, "val_per_class")
         checked["learning_rate"] = check_positive_number(self.learning_rate, "learning_rate")
         checked["seed"] = check_seed(self.seed)
@@ -239,11 +246,14 @@ def _progress_callback(stiffness_cb, progress: Progress, label: str, epochs: int
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            text = (f"{label} epoch {epoch + 1}/{epochs}: loss {logs.get('loss', math.nan):.4g}, "
-                    f"val_loss {logs.get('val_loss', math.nan):.4g}")
+            text = (
+                f"{label} epoch {epoch + 1}/{epochs}: loss {logs.get('loss', math.nan):.4g}, "
+                f"val_loss {logs.get('val_loss', math.nan):.4g}"
+            )
             if stiffness_cb.measurements:
-                text += (f" | {_scalars_text(stiffness_cb.measurements[-1])} "
-                         f"({len(stiffness_cb.measurements)} measurements)")
+                text += (
+                    f" | {_scalars_text(stiffness_cb.measurements[-1])} ({len(stiffness_cb.measurements)} measurements)"
+                )
             progress(text)
 
     return _Progress()
@@ -264,8 +274,12 @@ def _xi(m) -> Dict[str, Optional[float]]:
 
 
 def _point(m) -> dict:
-    out = {"step": int(m.step), "epoch": clean(m.epoch), "train_loss": clean(m.train_loss),
-           "val_loss": clean(m.val_loss)}
+    out = {
+        "step": int(m.step),
+        "epoch": clean(m.epoch),
+        "train_loss": clean(m.train_loss),
+        "val_loss": clean(m.val_loss),
+    }
     for p, pair_set in enumerate(m.pair_sets):
         for k, measure in enumerate(m.measures):
             out[f"{pair_set} within {measure}"] = clean(m.within[p, k])
@@ -306,17 +320,16 @@ def train_run(
     """
     import keras
 
+    from keras_stiffness.app.models import build_model
     from keras_stiffness.callback.stiffness_callback import StiffnessCallback
     from keras_stiffness.data.sources import load_data
-    from keras_stiffness.app.models import build_model
 
     run_dir = pathlib.Path(run_dir)
     check_outputs([run_dir], overwrite=overwrite)
     if data is None:
         data = load_data(config.data, data_dir=config.data_dir, seed=config.seed)
     if probes is None:
-        probes = make_probes(data, per_class=config.per_class,
-                             val_per_class=config.val_per_class, seed=config.seed)
+        probes = make_probes(data, per_class=config.per_class, val_per_class=config.val_per_class, seed=config.seed)
     keras.utils.set_random_seed(config.seed)
     model = build_model(config.arch, data.input_shape, data.n_classes, config.learning_rate)
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
@@ -326,8 +339,7 @@ def train_run(
         probes,
         str(run_file),
         every_n_epochs=config.every_n_epochs,
-        schedule=measurement_steps(config.epochs, steps_per_epoch, config.every_n_epochs,
-                                   config.points_per_decade),
+        schedule=measurement_steps(config.epochs, steps_per_epoch, config.every_n_epochs, config.points_per_decade),
         overwrite=overwrite,
         run_config={"train": config.to_dict(), "measurement_schedule": "log-spaced steps + epoch ends"},
     )
@@ -338,8 +350,14 @@ def train_run(
     validation = (data.x_val, data.y_val) if data.x_val is not None else None
     start = time.time()
     history = model.fit(
-        data.x_train, data.y_train, batch_size=config.batch_size, epochs=config.epochs,
-        validation_data=validation, shuffle=True, verbose=0, callbacks=callbacks,
+        data.x_train,
+        data.y_train,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        validation_data=validation,
+        shuffle=True,
+        verbose=0,
+        callbacks=callbacks,
     )
     train_seconds = time.time() - start
     paths: List[str] = []
@@ -349,8 +367,9 @@ def train_run(
         if progress is not None:
             progress(f"{label} writing figures")
         paths = [str(p) for p in plot_run(str(run_file), run_dir)]
-    summary = _summary(config, run_dir, run_file, paths, stiffness_cb.measurements, history.history,
-                       probes, model, train_seconds)
+    summary = _summary(
+        config, run_dir, run_file, paths, stiffness_cb.measurements, history.history, probes, model, train_seconds
+    )
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
@@ -359,28 +378,30 @@ def _summary(config, run_dir, run_file, figures, measurements, history, probes, 
     first, last = measurements[0], measurements[-1]
     hist = {k: [float(v) for v in vs] for k, vs in history.items()}
     val = hist.get("val_loss", [])
-    return clean({
-        "run_dir": str(run_dir),
-        "run_file": str(run_file),
-        "summary_file": str(pathlib.Path(run_dir) / SUMMARY_FILE),
-        "figures": figures,
-        "train": config.to_dict(),
-        "model": {"name": model.name, "n_params": int(model.count_params())},
-        "probes": {"n_train": probes.n_train, "n_val": probes.n_val, "n_classes": probes.n_classes},
-        "steps": int(last.step),
-        "n_measurements": len(measurements),
-        "train_seconds": seconds,
-        "final": {
-            "train_loss": hist.get("loss", [math.nan])[-1],
-            "val_loss": val[-1] if val else math.nan,
-            "train_accuracy": hist.get("accuracy", [math.nan])[-1],
-            "val_accuracy": hist.get("val_accuracy", [math.nan])[-1],
-            "min_val_loss": min(val) if val else math.nan,
-            "min_val_loss_epoch": int(np.argmin(val)) + 1 if val else None,
-        },
-        "init": _point(first),
-        "end": _point(last),
-    })
+    return clean(
+        {
+            "run_dir": str(run_dir),
+            "run_file": str(run_file),
+            "summary_file": str(pathlib.Path(run_dir) / SUMMARY_FILE),
+            "figures": figures,
+            "train": config.to_dict(),
+            "model": {"name": model.name, "n_params": int(model.count_params())},
+            "probes": {"n_train": probes.n_train, "n_val": probes.n_val, "n_classes": probes.n_classes},
+            "steps": int(last.step),
+            "n_measurements": len(measurements),
+            "train_seconds": seconds,
+            "final": {
+                "train_loss": hist.get("loss", [math.nan])[-1],
+                "val_loss": val[-1] if val else math.nan,
+                "train_accuracy": hist.get("accuracy", [math.nan])[-1],
+                "val_accuracy": hist.get("val_accuracy", [math.nan])[-1],
+                "min_val_loss": min(val) if val else math.nan,
+                "min_val_loss_epoch": int(np.argmin(val)) + 1 if val else None,
+            },
+            "init": _point(first),
+            "end": _point(last),
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -427,19 +448,20 @@ def train_sweep(
     run_dirs = [out / run_dir_name(c.arch, c.data, c.learning_rate) for c in configs]
     check_outputs(run_dirs, overwrite=overwrite)
     data = load_data(config.data, data_dir=config.data_dir, seed=config.seed)
-    probes = make_probes(data, per_class=config.per_class,
-                             val_per_class=config.val_per_class, seed=config.seed)
+    probes = make_probes(data, per_class=config.per_class, val_per_class=config.val_per_class, seed=config.seed)
     summaries = []
     for c, run_dir in zip(configs, run_dirs):
         if progress is not None:
-            progress(f"[{run_dir.name}] training {c.arch} on {c.data} for {c.epochs} epochs "
-                     f"(lr {c.learning_rate:g}, batch {c.batch_size}); run file {run_dir / RUN_FILE}")
-        summaries.append(train_run(c, run_dir, data=data, probes=probes, overwrite=overwrite,
-                                   figures=figures, progress=progress))
+            progress(
+                f"[{run_dir.name}] training {c.arch} on {c.data} for {c.epochs} epochs "
+                f"(lr {c.learning_rate:g}, batch {c.batch_size}); run file {run_dir / RUN_FILE}"
+            )
+        summaries.append(
+            train_run(c, run_dir, data=data, probes=probes, overwrite=overwrite, figures=figures, progress=progress)
+        )
     sweep = None
     if figures and len(summaries) > 1:
         from keras_stiffness.plots.run_figures import plot_sweep
 
-        sweep = str(plot_sweep([s["run_file"] for s in summaries],
-                               sweep_figure_path(out, config.arch, config.data)))
+        sweep = str(plot_sweep([s["run_file"] for s in summaries], sweep_figure_path(out, config.arch, config.data)))
     return {"runs": summaries, "sweep_figure": sweep}

@@ -34,8 +34,17 @@ def log_scalars(m: Measurement) -> Dict[str, float]:
     return out
 
 
-def make_run_info(m: Measurement, probes, description: dict, *, rules: dict, config: dict,
-                  metric: str, min_count: int, save_gram: bool):
+def make_run_info(
+    m: Measurement,
+    probes,
+    description: dict,
+    *,
+    rules: dict,
+    config: dict,
+    metric: str,
+    min_count: int,
+    save_gram: bool,
+):
     """The run file's header (:class:`~keras_stiffness.store.layout.RunInfo`) for measurements like ``m``."""
     from keras_stiffness.store.layout import RunInfo
     from keras_stiffness.version import library_versions

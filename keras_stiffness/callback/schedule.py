@@ -40,8 +40,13 @@ class StepSchedule:
         [True, False, True]
     """
 
-    def __init__(self, every_n_epochs: Optional[int], steps: Optional[Sequence[int]] = None,
-                 every_n_steps: Optional[int] = None, label: str = ""):
+    def __init__(
+        self,
+        every_n_epochs: Optional[int],
+        steps: Optional[Sequence[int]] = None,
+        every_n_steps: Optional[int] = None,
+        label: str = "",
+    ):
         self.every_n_epochs = every_n_epochs
         self.steps = sorted(set(int(s) for s in steps)) if steps is not None else None
         self.every_n_steps = every_n_steps
@@ -85,9 +90,7 @@ def make_schedule(
     label = ""
     if isinstance(schedule, str):
         if schedule != "log":
-            raise ValueError(
-                f"Received schedule={schedule!r}; expected 'log', a list of steps, or None."
-            )
+            raise ValueError(f"Received schedule={schedule!r}; expected 'log', a list of steps, or None.")
         steps, label = log_steps(points_per_decade), "log"
     elif schedule is not None:
         try:

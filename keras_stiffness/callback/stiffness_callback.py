@@ -11,11 +11,11 @@ from typing import Optional, Sequence, Union
 import keras
 import numpy as np
 
+from keras_stiffness.callback.schedule import StepSchedule, make_schedule
+from keras_stiffness.math.record import Measurement
 from keras_stiffness.measure.adapters import as_adapter
 from keras_stiffness.measure.config import MeasureConfig
 from keras_stiffness.measure.measuring import measure
-from keras_stiffness.math.record import Measurement
-from keras_stiffness.callback.schedule import StepSchedule, make_schedule
 
 ScheduleArg = Union[None, str, Sequence[int]]
 
@@ -142,12 +142,15 @@ class StiffnessCallback(keras.callbacks.Callback):
             raise ValueError("Received overwrite=True and resume=True; expected at most one of them.")
         self.probes = probes
         self.path = None if path is None else os.fspath(path)
-        self.schedule: StepSchedule = make_schedule(
-            every_n_epochs, schedule, every_n_steps, points_per_decade
-        )
+        self.schedule: StepSchedule = make_schedule(every_n_epochs, schedule, every_n_steps, points_per_decade)
         self.config = MeasureConfig(
-            measures=measures, distances=distances, layers=layers, metric=metric, bins=bins,
-            min_count=min_count, save_gram=save_gram,
+            measures=measures,
+            distances=distances,
+            layers=layers,
+            metric=metric,
+            bins=bins,
+            min_count=min_count,
+            save_gram=save_gram,
         )
         self.loss = loss
         self.method = parse_method(method).value
@@ -161,8 +164,7 @@ class StiffnessCallback(keras.callbacks.Callback):
             check_writable(
                 self.path,
                 overwrite=self.overwrite or self.resume,
-                exists_fix="Pass overwrite=True to replace it, or resume=True to append to it, or "
-                "choose another path.",
+                exists_fix="Pass overwrite=True to replace it, or resume=True to append to it, or choose another path.",
             )
         self.measurements: list = []
         #: Wall seconds spent in each measurement (computing, logging and writing), successful or not.

@@ -23,9 +23,7 @@ def read_dataset(dataset, name: str, max_examples: int) -> tuple[np.ndarray, np.
             "(x, y) tuples. For arrays use ProbeSet(x, y, ...)."
         )
     spec = dataset.element_spec
-    if not (isinstance(spec, tuple) and len(spec) in (2, 3)) or not all(
-        isinstance(s, tf.TensorSpec) for s in spec[:2]
-    ):
+    if not (isinstance(spec, tuple) and len(spec) in (2, 3)) or not all(isinstance(s, tf.TensorSpec) for s in spec[:2]):
         raise TypeError(
             f"Received: {name} with elements {spec}; expected (x, y) or (x, y, sample_weight) "
             "tuples of tensors. Map it first, e.g. ds.map(lambda d: (d['image'], d['label']))."
@@ -65,7 +63,5 @@ def read_dataset(dataset, name: str, max_examples: int) -> tuple[np.ndarray, np.
             stacklevel=3,
         )
     if not xs:
-        raise ValueError(
-            f"Received: an empty {name}; expected at least one (x, y) example. Check the pipeline."
-        )
+        raise ValueError(f"Received: an empty {name}; expected at least one (x, y) example. Check the pipeline.")
     return np.concatenate(xs), np.concatenate(ys)

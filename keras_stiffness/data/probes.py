@@ -88,8 +88,7 @@ class ProbeSet:
         if (x_val is None) != (y_val is None):
             given, missing = ("x_val", "y_val") if y_val is None else ("y_val", "x_val")
             raise ValueError(
-                f"Received: {given} without {missing}; expected both or neither. Pass {missing} "
-                f"too, or drop {given}."
+                f"Received: {given} without {missing}; expected both or neither. Pass {missing} too, or drop {given}."
             )
         x, y = check_xy(x, y, "x", "y")
         if x_val is not None:

@@ -82,9 +82,7 @@ def warn_short(short, class_names) -> None:
         rows = [(c, a, k) for s, c, a, k in short if s == split]
         if not rows:
             continue
-        detail = "; ".join(
-            f"class {c} ({class_names[c]!r}): {a} available, {k} asked" for c, a, k in rows
-        )
+        detail = "; ".join(f"class {c} ({class_names[c]!r}): {a} available, {k} asked" for c, a, k in rows)
         few = [c for c, a, _ in rows if a < 2]
         note = (
             f" Classes {few} have fewer than 2 probes: they give no within-class pairs and their "

@@ -26,7 +26,14 @@ from typing import Optional
 
 import numpy as np
 
-from keras_stiffness.validation import CHUNK_VALUES, check_finite, check_fraction, check_labels, check_optional_int, check_seed
+from keras_stiffness.validation import (
+    CHUNK_VALUES,
+    check_finite,
+    check_fraction,
+    check_labels,
+    check_optional_int,
+    check_seed,
+)
 
 _FORMS = "'digits', 'tfds:NAME[:SPLIT]' (e.g. 'tfds:mnist') or a path ending in '.npz'"
 
@@ -91,14 +98,13 @@ def parse_source(source: str) -> tuple[str, str, Optional[str]]:
     """
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(
-            f"Received: source={source!r} of type {type(source).__name__}; expected a string, one "
-            f"of {_FORMS}."
+            f"Received: source={source!r} of type {type(source).__name__}; expected a string, one of {_FORMS}."
         )
     source = os.fspath(source).strip()
     if source == "digits":
         return "digits", "digits", None
     if source.startswith("tfds:"):
-        rest = source[len("tfds:"):]
+        rest = source[len("tfds:") :]
         name, sep, split = rest.partition(":")
         if not re.fullmatch(r"[A-Za-z0-9_]+(/[A-Za-z0-9_.\-]+)?", name):
             raise ValueError(
@@ -322,11 +328,7 @@ def stratified_pick(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarr
     if extra:
         order = np.lexsort((np.arange(len(classes)), -(quota - take)))
         take[order[:extra]] += 1
-    picked = [
-        rng.choice(np.flatnonzero(y == c), size=int(k), replace=False)
-        for c, k in zip(classes, take)
-        if k
-    ]
+    picked = [rng.choice(np.flatnonzero(y == c), size=int(k), replace=False) for c, k in zip(classes, take) if k]
     return np.sort(np.concatenate(picked)).astype(np.int64) if picked else np.zeros(0, np.int64)
 
 
@@ -384,9 +386,7 @@ def _load_npz(path: str):
                 "expected the same feature shape. Save matching arrays."
             )
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise TypeError(
-            f"Received: {path!r} with x of dtype {x.dtype}; expected numeric inputs."
-        )
+        raise TypeError(f"Received: {path!r} with x of dtype {x.dtype}; expected numeric inputs.")
     if names is None:
         top = max(int(y.max()), int(y_val.max()) if y_val is not None and y_val.size else -1)
         names = [str(i) for i in range(top + 1)]
@@ -395,14 +395,10 @@ def _load_npz(path: str):
 
 def _check_pair(x, y, xname, yname, path):
     if x.ndim == 0 or len(x) == 0:
-        raise ValueError(
-            f"Received: {path!r} with {xname} of shape {x.shape}; expected a non-empty array "
-            "(N, ...)."
-        )
+        raise ValueError(f"Received: {path!r} with {xname} of shape {x.shape}; expected a non-empty array (N, ...).")
     if len(x) != len(y):
         raise ValueError(
-            f"Received: {path!r} with {len(x)} rows in {xname} and {len(y)} in {yname}; expected "
-            "one label per example."
+            f"Received: {path!r} with {len(x)} rows in {xname} and {len(y)} in {yname}; expected one label per example."
         )
 
 
@@ -413,5 +409,3 @@ def _check_pair(x, y, xname, yname, path):
 
 def _channel_shape(x: np.ndarray) -> tuple:
     return x.shape[-1:] if x.ndim >= 2 else ()
-
-

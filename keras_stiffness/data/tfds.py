@@ -138,7 +138,7 @@ def _not_found_message(name, builder):
         f"Received: source='tfds:{name}', but the TFDS dataset {name!r} is not prepared: looked in "
         f"{searched!r} (data_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets); expected its "
         "prepared files there, and this toolkit never downloads. How to fix: on a machine with "
-        f"network run `tfds build {name}` (or `python -c \"import tensorflow_datasets as tfds; "
+        f'network run `tfds build {name}` (or `python -c "import tensorflow_datasets as tfds; '
         f"tfds.load('{name}')\"`), copy the resulting data directory (default "
         "~/tensorflow_datasets) here, then pass --data-dir DIR (data_dir=DIR) or set "
         "TFDS_DATA_DIR=DIR."

@@ -76,9 +76,7 @@ def parse_method(method) -> Method:
     try:
         return Method(method)
     except ValueError as exc:
-        raise ValueError(
-            f"Received method={method!r}; expected one of {[m.value for m in Method]}."
-        ) from exc
+        raise ValueError(f"Received method={method!r}; expected one of {[m.value for m in Method]}.") from exc
 
 
 def check_probes(x, y) -> tuple:
@@ -92,13 +90,10 @@ def check_probes(x, y) -> tuple:
         )
     if len(x) != len(y):
         raise ValueError(
-            f"Received x with {len(x)} examples and y with {len(y)}; expected the same number of "
-            "inputs and labels."
+            f"Received x with {len(x)} examples and y with {len(y)}; expected the same number of inputs and labels."
         )
     if len(x) < 2:
-        raise ValueError(
-            f"Received N={len(x)} probe(s); stiffness compares pairs, so at least 2 are needed."
-        )
+        raise ValueError(f"Received N={len(x)} probe(s); stiffness compares pairs, so at least 2 are needed.")
     if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
         raise TypeError(f"Received x of dtype {x.dtype}; expected numeric inputs.")
     if np.issubdtype(x.dtype, np.floating):
@@ -127,9 +122,7 @@ def check_model(model) -> None:
             "built model. Fix: call model.build(input_shape), or call the model on a batch first."
         )
     if not model.trainable_variables:
-        raise ValueError(
-            f"Received model {model.name!r} with no trainable weights; stiffness needs gradients."
-        )
+        raise ValueError(f"Received model {model.name!r} with no trainable weights; stiffness needs gradients.")
 
 
 def cast_to_model_dtype(model, x: np.ndarray) -> np.ndarray:
@@ -230,9 +223,7 @@ def _structured(model, units, x, y, per_example_loss, chunk_size) -> tuple:
     from keras_stiffness.engine.capture import capture
     from keras_stiffness.engine.fallback import layer_fallback_gram
 
-    captures, losses, _ = capture(
-        model, units, x, y, per_example_loss, chunk_size=chunk_size or CAPTURE_CHUNK
-    )
+    captures, losses, _ = capture(model, units, x, y, per_example_loss, chunk_size=chunk_size or CAPTURE_CHUNK)
     n = len(x)
     per_layer: Dict[str, np.ndarray] = {}
     rules: Dict[str, str] = {}

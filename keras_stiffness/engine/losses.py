@@ -111,7 +111,9 @@ def check_labels(y: np.ndarray, out_shape: tuple, loss_name: str) -> None:
                 f"{loss_name!r}; expected integer labels in [0, {k})."
             )
         check_label_range(
-            flat.astype(np.int64), k, "labels",
+            flat.astype(np.int64),
+            k,
+            "labels",
             fix=f"The model has {k} outputs: check that the probes' classes match its output layer.",
         )
         return

@@ -78,7 +78,7 @@ def pairwise_distance(R, metric: str = "cosine") -> np.ndarray:
     starts = range(0, n, rows)
 
     def chunk(r0: int) -> np.ndarray:
-        c = np.asarray(flat[r0:r0 + rows], dtype=np.float64)
+        c = np.asarray(flat[r0 : r0 + rows], dtype=np.float64)
         if not np.isfinite(c).all():
             raise ValueError(
                 f"Received: R with a non-finite value in rows {r0}..{r0 + len(c) - 1}; expected finite "
@@ -89,7 +89,7 @@ def pairwise_distance(R, metric: str = "cosine") -> np.ndarray:
     sq = np.zeros(n)
     for i0 in starts:
         a = chunk(i0)
-        sq[i0:i0 + len(a)] = np.einsum("nd,nd->n", a, a)
+        sq[i0 : i0 + len(a)] = np.einsum("nd,nd->n", a, a)
     scale = np.ones(n)
     if metric == "cosine":  # unit rows; zero vectors stay 0 (cosine 0, distance 1)
         zero = sq <= 1e-30 * (sq.max() if n else 0.0)
@@ -97,10 +97,10 @@ def pairwise_distance(R, metric: str = "cosine") -> np.ndarray:
         scale[~zero] = 1.0 / np.sqrt(sq[~zero])
     out = np.empty((n, n))
     for i0 in starts:
-        a = chunk(i0) * scale[i0:i0 + rows, None]
+        a = chunk(i0) * scale[i0 : i0 + rows, None]
         i1 = i0 + len(a)
         for j0 in range(i0, n, rows):
-            b = a if j0 == i0 else chunk(j0) * scale[j0:j0 + rows, None]
+            b = a if j0 == i0 else chunk(j0) * scale[j0 : j0 + rows, None]
             j1 = j0 + len(b)
             prod = a @ b.T
             if metric == "cosine":
@@ -171,14 +171,17 @@ def binned_curve(S, D, edges, pair_mask=None) -> Tuple[np.ndarray, np.ndarray]:
     """
     s, d, e = check_square(S, "S"), check_square(D, "D"), _check_edges(edges)
     if s.shape != d.shape:
-        raise ValueError(f"Received: S {s.shape} and D {d.shape}; expected the same shape; fix: "
-                         f"compute both on the same probes.")
+        raise ValueError(
+            f"Received: S {s.shape} and D {d.shape}; expected the same shape; fix: compute both on the same probes."
+        )
     mask = None
     if pair_mask is not None:
         mask = np.asarray(pair_mask)
         if mask.dtype != bool or mask.shape != s.shape:
-            raise ValueError(f"Received: pair_mask of dtype {mask.dtype} and shape {mask.shape}; expected "
-                             f"bool {s.shape}; fix: pass a boolean (N, N) mask or None.")
+            raise ValueError(
+                f"Received: pair_mask of dtype {mask.dtype} and shape {mask.shape}; expected "
+                f"bool {s.shape}; fix: pass a boolean (N, N) mask or None."
+            )
     n_bins = e.size - 1
     sums, counts = np.zeros(n_bins), np.zeros(n_bins, dtype=np.int64)
     for sv, dv in _upper_pairs(s.shape[0], mask, s, d):
@@ -210,11 +213,15 @@ def critical_length(centers, mean, count, min_count: int) -> float:
     c, m = np.asarray(centers, dtype=np.float64), np.asarray(mean, dtype=np.float64)
     k = np.asarray(count)
     if not (c.ndim == m.ndim == k.ndim == 1 and c.size == m.size == k.size):
-        raise ValueError(f"Received: centers {c.shape}, mean {m.shape}, count {k.shape}; expected three "
-                         f"1-D arrays of the same length; fix: pass one value per bin.")
+        raise ValueError(
+            f"Received: centers {c.shape}, mean {m.shape}, count {k.shape}; expected three "
+            f"1-D arrays of the same length; fix: pass one value per bin."
+        )
     if not np.isfinite(c).all() or np.any(np.diff(c) <= 0):
-        raise ValueError("Received: centers not finite and strictly increasing; expected bin centres in "
-                         "increasing order; fix: pass (edges[:-1] + edges[1:]) / 2.")
+        raise ValueError(
+            "Received: centers not finite and strictly increasing; expected bin centres in "
+            "increasing order; fix: pass (edges[:-1] + edges[1:]) / 2."
+        )
     check_int(min_count, "min_count", minimum=0, fix="Pass e.g. 10.")
     used = (k >= min_count) & np.isfinite(m)
     c, m = c[used], m[used]
@@ -249,9 +256,11 @@ def critical_length_fit(D, S, same_class_mask, min_pairs: int = 10) -> float:
     d, s = check_square(D, "D"), check_square(S, "S")
     mask = np.asarray(same_class_mask)
     if d.shape != s.shape or mask.shape != d.shape or mask.dtype != bool:
-        raise ValueError(f"Received: D {d.shape}, S {s.shape}, same_class_mask {mask.shape} ({mask.dtype}); "
-                         f"expected the same (N, N) shape and a boolean mask; fix: build the mask as "
-                         f"labels[:, None] == labels[None, :].")
+        raise ValueError(
+            f"Received: D {d.shape}, S {s.shape}, same_class_mask {mask.shape} ({mask.dtype}); "
+            f"expected the same (N, N) shape and a boolean mask; fix: build the mask as "
+            f"labels[:, None] == labels[None, :]."
+        )
     check_int(min_pairs, "min_pairs", minimum=2, fix="Pass e.g. 10.")
     # One pass of float64 moment sums; the variance guard below rejects near-constant distances.
     n, sum_d, sum_s, sum_dd, sum_ds, max_d = 0, 0.0, 0.0, 0.0, 0.0, -np.inf

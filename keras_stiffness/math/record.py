@@ -28,7 +28,14 @@ import numpy as np
 PAIR_SETS = ("train-train", "train-val", "val-val")
 MEASURES = ("sign", "cos")
 TAGS = (
-    "step", "epoch", "train_loss", "val_loss", "learning_rate", "wall_time", "probe_loss", "probe_val_loss",
+    "step",
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "learning_rate",
+    "wall_time",
+    "probe_loss",
+    "probe_val_loss",
 )
 
 
@@ -110,9 +117,7 @@ class Measurement:
             (1.0, -1.0)
         """
         if name not in ("within", "between", "mean"):
-            raise ValueError(
-                f"Unknown summary: received name={name!r}; expected 'within', 'between' or 'mean'."
-            )
+            raise ValueError(f"Unknown summary: received name={name!r}; expected 'within', 'between' or 'mean'.")
         table = getattr(self, name)
         try:
             p = self.pair_sets.index(pair_set)

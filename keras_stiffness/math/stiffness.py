@@ -149,9 +149,7 @@ def stiffness(gram, measure: str) -> np.ndarray:
         [[1.0, 0.5], [0.5, 1.0]]
     """
     if measure not in MEASURE_NAMES:
-        raise ValueError(
-            f"Received: measure={measure!r}; expected one of {MEASURE_NAMES}; fix: pass 'sign' or 'cos'."
-        )
+        raise ValueError(f"Received: measure={measure!r}; expected one of {MEASURE_NAMES}; fix: pass 'sign' or 'cos'.")
     return stiffness_matrices(gram, (measure,))[0][measure]
 
 
@@ -293,4 +291,3 @@ def sub_block(S: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     if rows.size == n and cols.size == n and np.array_equal(rows, full) and np.array_equal(cols, full):
         return S
     return S[np.ix_(rows, cols)]
-

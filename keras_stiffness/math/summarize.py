@@ -13,11 +13,21 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from keras_stiffness.math.distance import (
-    binned_curve, check_metric, critical_length, critical_length_fit, default_edges, pairwise_distance,
+    binned_curve,
+    check_metric,
+    critical_length,
+    critical_length_fit,
+    default_edges,
+    pairwise_distance,
 )
 from keras_stiffness.math.record import PAIR_SETS, TAGS, Measurement
 from keras_stiffness.math.stiffness import (
-    check_measures, class_stiffness, pair_set_blocks, probe_labels, stiffness_matrices, sub_block,
+    check_measures,
+    class_stiffness,
+    pair_set_blocks,
+    probe_labels,
+    stiffness_matrices,
+    sub_block,
     within_between,
 )
 from keras_stiffness.validation import check_int, check_square
@@ -29,22 +39,27 @@ def _tags(tags: Optional[Mapping[str, object]]) -> Dict[str, float]:
     tags = dict(tags or {})
     unknown = sorted(set(tags) - set(TAGS))
     if unknown:
-        raise ValueError(f"Received: tags with unknown keys {unknown}; expected keys among {TAGS}; "
-                         f"fix: rename or drop them.")
+        raise ValueError(
+            f"Received: tags with unknown keys {unknown}; expected keys among {TAGS}; fix: rename or drop them."
+        )
     out = {k: (math.nan if tags.get(k) is None else float(tags[k])) for k in TAGS}
     step = tags.get("step")
     out["step"] = 0 if step is None else int(step)
     return out
 
 
-def _pair_set_summaries(mats: Dict[str, np.ndarray], measures: Tuple[str, ...], labels: np.ndarray,
-                        blocks: Blocks, n_classes: int) -> Dict[str, np.ndarray]:
+def _pair_set_summaries(
+    mats: Dict[str, np.ndarray], measures: Tuple[str, ...], labels: np.ndarray, blocks: Blocks, n_classes: int
+) -> Dict[str, np.ndarray]:
     """Class matrices, pair counts, within, between and mean of one Gram matrix's stiffness."""
     p_, m_, c_ = len(blocks), len(measures), n_classes
     out = {
-        "class_matrix": np.full((p_, m_, c_, c_), np.nan), "class_pairs": np.zeros((p_, c_, c_), np.int64),
-        "within": np.full((p_, m_), np.nan), "between": np.full((p_, m_), np.nan),
-        "mean": np.full((p_, m_), np.nan), "pairs": np.zeros(p_, np.int64),
+        "class_matrix": np.full((p_, m_, c_, c_), np.nan),
+        "class_pairs": np.zeros((p_, c_, c_), np.int64),
+        "within": np.full((p_, m_), np.nan),
+        "between": np.full((p_, m_), np.nan),
+        "mean": np.full((p_, m_), np.nan),
+        "pairs": np.zeros(p_, np.int64),
     }
     for p, (rows, cols, same_set) in enumerate(blocks.values()):
         for k, measure in enumerate(measures):
@@ -120,50 +135,89 @@ def summarize(
     labels = probe_labels(labels, n, n_classes)
     blocks = pair_set_blocks(is_val)
     if np.asarray(is_val).shape != (n,):
-        raise ValueError(f"Received: is_val with shape {np.shape(is_val)}; expected ({n},); "
-                         f"fix: pass one flag per probe.")
+        raise ValueError(
+            f"Received: is_val with shape {np.shape(is_val)}; expected ({n},); fix: pass one flag per probe."
+        )
     pair_sets = tuple(name for name in PAIR_SETS if name in blocks)
 
     mats, zero = stiffness_matrices(gram, measures)
     main = _pair_set_summaries(mats, measures, labels, blocks, n_classes)
 
     per_layer = dict(per_layer or {})
-    layer_tables = {key: np.full((len(per_layer), len(pair_sets), len(measures)), np.nan)
-                    for key in ("mean", "within", "between")}
+    layer_tables = {
+        key: np.full((len(per_layer), len(pair_sets), len(measures)), np.nan) for key in ("mean", "within", "between")
+    }
     for li, (name, layer_gram) in enumerate(per_layer.items()):
         lg = check_square(layer_gram, f"per_layer[{name!r}]")
         if lg.shape != gram.shape:
-            raise ValueError(f"Received: per_layer[{name!r}] with shape {lg.shape}; expected {gram.shape} "
-                             f"like total; fix: pass blocks of the same probes.")
+            raise ValueError(
+                f"Received: per_layer[{name!r}] with shape {lg.shape}; expected {gram.shape} "
+                f"like total; fix: pass blocks of the same probes."
+            )
         summary = _pair_set_summaries(stiffness_matrices(lg, measures)[0], measures, labels, blocks, n_classes)
         for key, table in layer_tables.items():
             table[li] = summary[key]
 
-    curves = _curves(mats, measures, labels, blocks["train-train"][0], representations, n,
-                     metric=metric, bins=bins, min_count=min_count)
+    curves = _curves(
+        mats,
+        measures,
+        labels,
+        blocks["train-train"][0],
+        representations,
+        n,
+        metric=metric,
+        bins=bins,
+        min_count=min_count,
+    )
     return Measurement(
-        step=tag_values["step"], epoch=tag_values["epoch"], train_loss=tag_values["train_loss"],
-        val_loss=tag_values["val_loss"], learning_rate=tag_values["learning_rate"],
-        wall_time=tag_values["wall_time"], probe_loss=tag_values["probe_loss"],
-        probe_val_loss=tag_values["probe_val_loss"], pair_sets=pair_sets, measures=measures,
-        class_matrix=main["class_matrix"], class_pairs=main["class_pairs"], within=main["within"],
-        between=main["between"], mean=main["mean"], pairs=main["pairs"], layers=tuple(per_layer),
-        layer_mean=layer_tables["mean"], layer_within=layer_tables["within"],
-        layer_between=layer_tables["between"], **curves, zero_grad=int(zero.sum()),
+        step=tag_values["step"],
+        epoch=tag_values["epoch"],
+        train_loss=tag_values["train_loss"],
+        val_loss=tag_values["val_loss"],
+        learning_rate=tag_values["learning_rate"],
+        wall_time=tag_values["wall_time"],
+        probe_loss=tag_values["probe_loss"],
+        probe_val_loss=tag_values["probe_val_loss"],
+        pair_sets=pair_sets,
+        measures=measures,
+        class_matrix=main["class_matrix"],
+        class_pairs=main["class_pairs"],
+        within=main["within"],
+        between=main["between"],
+        mean=main["mean"],
+        pairs=main["pairs"],
+        layers=tuple(per_layer),
+        layer_mean=layer_tables["mean"],
+        layer_within=layer_tables["within"],
+        layer_between=layer_tables["between"],
+        **curves,
+        zero_grad=int(zero.sum()),
         gram=np.array(gram, dtype=np.float64, copy=True) if save_gram else None,
     )
 
 
-def _curves(mats: Dict[str, np.ndarray], measures: Tuple[str, ...], labels: np.ndarray, train: np.ndarray,
-            representations: Optional[Mapping[str, np.ndarray]], n: int, *, metric: str, bins: int,
-            min_count: int) -> Dict[str, object]:
+def _curves(
+    mats: Dict[str, np.ndarray],
+    measures: Tuple[str, ...],
+    labels: np.ndarray,
+    train: np.ndarray,
+    representations: Optional[Mapping[str, np.ndarray]],
+    n: int,
+    *,
+    metric: str,
+    bins: int,
+    min_count: int,
+) -> Dict[str, object]:
     """Distance curves and critical lengths of the train-train pairs, one row per space."""
     reps = dict(representations or {})
     r_, m_ = len(reps), len(measures)
     out: Dict[str, object] = {
-        "spaces": tuple(reps), "distance_edges": np.zeros((r_, bins + 1)),
-        "curve_mean": np.full((r_, m_, bins), np.nan), "curve_count": np.zeros((r_, bins), np.int64),
-        "critical_length": np.full((r_, m_), np.nan), "critical_length_fit": np.full((r_, m_), np.nan),
+        "spaces": tuple(reps),
+        "distance_edges": np.zeros((r_, bins + 1)),
+        "curve_mean": np.full((r_, m_, bins), np.nan),
+        "curve_count": np.zeros((r_, bins), np.int64),
+        "critical_length": np.full((r_, m_), np.nan),
+        "critical_length_fit": np.full((r_, m_), np.nan),
     }
     if not reps:
         return out
@@ -174,8 +228,10 @@ def _curves(mats: Dict[str, np.ndarray], measures: Tuple[str, ...], labels: np.n
     for r, (space, rep) in enumerate(reps.items()):
         x = np.asarray(rep)
         if x.ndim < 1 or x.shape[0] != n:
-            raise ValueError(f"Received: representations[{space!r}] with shape {x.shape}; expected ({n}, ...), "
-                             f"one row per probe; fix: compute it on the same probes as the Gram matrix.")
+            raise ValueError(
+                f"Received: representations[{space!r}] with shape {x.shape}; expected ({n}, ...), "
+                f"one row per probe; fix: compute it on the same probes as the Gram matrix."
+            )
         d = pairwise_distance(x if all_train else x[train], metric)
         edges = default_edges(d, metric, bins)
         centers = 0.5 * (edges[:-1] + edges[1:])
@@ -185,5 +241,6 @@ def _curves(mats: Dict[str, np.ndarray], measures: Tuple[str, ...], labels: np.n
             out["curve_mean"][r, k], out["curve_count"][r] = mean, count
             out["critical_length"][r, k] = critical_length(centers, mean, count, min_count)
             out["critical_length_fit"][r, k] = critical_length_fit(
-                d, s_train[measure], same_class, min_pairs=max(min_count, 2))
+                d, s_train[measure], same_class, min_pairs=max(min_count, 2)
+            )
     return out

@@ -10,14 +10,12 @@ through the exact jacobian route.
 from __future__ import annotations
 
 import re
-
 from typing import Callable, Dict, List, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from keras_stiffness.engine.api import GramResult, check_losses, check_probes, parse_method, total_of
 from keras_stiffness.measure.config import LayerSelection
-
 
 
 @runtime_checkable
@@ -174,9 +172,7 @@ class KerasAdapter:
     def gram(self, x: np.ndarray, y: np.ndarray) -> GramResult:
         from keras_stiffness.engine.api import gradient_gram
 
-        result = gradient_gram(
-            self.model, x, y, loss=self.loss, method=self.method, chunk_size=self.chunk_size
-        )
+        result = gradient_gram(self.model, x, y, loss=self.loss, method=self.method, chunk_size=self.chunk_size)
         self._order = list(result.per_layer)
         return result
 
@@ -214,7 +210,6 @@ class KerasAdapter:
             "summary": "\n".join(lines),
         }
 
-
     def check_probes(self, x: np.ndarray, y: np.ndarray) -> None:
         """Fail clearly, before any measuring, when the probes do not fit the model or its loss.
 
@@ -224,8 +219,12 @@ class KerasAdapter:
         """
         from keras_stiffness.engine.losses import check_labels
 
-        out = call_model(self.model, np.asarray(x)[:2], source="the probe set",
-                         fix="Pass probes preprocessed exactly as the training data.")
+        out = call_model(
+            self.model,
+            np.asarray(x)[:2],
+            source="the probe set",
+            fix="Pass probes preprocessed exactly as the training data.",
+        )
         check_labels(np.asarray(y), (len(y), *out.shape[1:]), self.loss_name)
 
 
@@ -305,7 +304,10 @@ class FunctionAdapter:
         check_losses(losses, getattr(self.per_example_loss, "__name__", "per_example_loss"))
         rules = {name: "jacobian" for name in per_layer}
         return GramResult(
-            total=total_of(per_layer, len(x)), per_layer=per_layer, rules=rules, method="jacobian",
+            total=total_of(per_layer, len(x)),
+            per_layer=per_layer,
+            rules=rules,
+            method="jacobian",
             losses=losses,
         )
 

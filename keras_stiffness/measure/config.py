@@ -25,9 +25,7 @@ def check_layer_selection(layers: LayerSelection) -> Union[str, Tuple[str, ...]]
     try:
         return check_names(layers, "layers")
     except TypeError as exc:
-        raise TypeError(
-            f"Received: layers={layers!r}; expected 'all', 'none' or a sequence of layer names."
-        ) from exc
+        raise TypeError(f"Received: layers={layers!r}; expected 'all', 'none' or a sequence of layer names.") from exc
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
+from keras_stiffness.engine.api import GramResult
 from keras_stiffness.measure.adapters import StiffnessAdapter
 from keras_stiffness.measure.config import MeasureConfig
-from keras_stiffness.engine.api import GramResult
 
 
 def measure(

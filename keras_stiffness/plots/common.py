@@ -31,8 +31,13 @@ from keras_stiffness.math.record import TAGS, Measurement
 
 DPI = 120
 _RC = {
-    "font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
-    "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.titlesize": 12,
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "legend.fontsize": 9,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "figure.titlesize": 12,
 }
 PAIR_SET_COLORS = {"train-train": "tab:blue", "train-val": "tab:red", "val-val": "tab:green"}
 MEASURE_NAMES = {"sign": "sign stiffness", "cos": "cosine stiffness"}
@@ -67,25 +72,39 @@ class RunData:
 
 # ---------------------------------------------------------------------------------------------- loading
 
+
 def load_run(run, rows: Sequence[int] = ()) -> RunData:
     """Read the time series of an open run, plus the full measurements ``rows`` (indices, 0-based)."""
     info = run.info
     n = len(run)
     if n == 0:
-        raise ValueError(f"Received: run file {str(run.path)!r} with no measurements; expected at least one. "
-                         f"Fix: plot it after the first measurement has been appended.")
+        raise ValueError(
+            f"Received: run file {str(run.path)!r} with no measurements; expected at least one. "
+            f"Fix: plot it after the first measurement has been appended."
+        )
     tags = {k: np.asarray(v, dtype=np.float64) for k, v in dict(run.tags).items()}
     for key in TAGS:
         tags.setdefault(key, np.full(n, np.nan))
-    wanted = {"within": True, "between": True, "layer_within": bool(run.layers),
-              "layer_between": bool(run.layers), "critical_length": bool(run.spaces),
-              "critical_length_fit": bool(run.spaces)}
+    wanted = {
+        "within": True,
+        "between": True,
+        "layer_within": bool(run.layers),
+        "layer_between": bool(run.layers),
+        "critical_length": bool(run.spaces),
+        "critical_length_fit": bool(run.spaces),
+    }
     series = {name: np.asarray(run.series(name), dtype=np.float64) for name, ok in wanted.items() if ok}
     return RunData(
-        name=run_label(run.path), class_names=[str(c) for c in info.class_names],
-        pair_sets=tuple(run.pair_sets), measures=tuple(run.measures), layers=tuple(run.layers),
-        spaces=tuple(run.spaces), metric=str(info.metric), min_count=int(info.min_count),
-        tags=tags, series=series,
+        name=run_label(run.path),
+        class_names=[str(c) for c in info.class_names],
+        pair_sets=tuple(run.pair_sets),
+        measures=tuple(run.measures),
+        layers=tuple(run.layers),
+        spaces=tuple(run.spaces),
+        metric=str(info.metric),
+        min_count=int(info.min_count),
+        tags=tags,
+        series=series,
         rows={int(i): run.measurement(int(i)) for i in sorted(set(rows))},
         dist_top=distance_top(run, str(info.metric)),
     )
@@ -107,12 +126,14 @@ def run_label(path) -> str:
 
 def check_measure(measure: str, measures: Sequence[str], where: str) -> int:
     if measure not in measures:
-        raise ValueError(f"Received: measure={measure!r}; expected one of {list(measures)} (the measures "
-                         f"recorded in {where}).")
+        raise ValueError(
+            f"Received: measure={measure!r}; expected one of {list(measures)} (the measures recorded in {where})."
+        )
     return list(measures).index(measure)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
 
 def is_finite(x) -> bool:
     return x is not None and math.isfinite(float(x))
@@ -240,14 +261,23 @@ def current_train_loss(tags) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- ξ
 
+
 def plot_xi(ax, x, y, top: float, **style) -> int:
     """Plot ξ values; those beyond the distance range (> ``top``) as ▲ on the top edge. Returns their count."""
     y = np.asarray(y, dtype=np.float64)
     beyond = np.isfinite(y) & (y > top)
     ax.plot(x, np.where(beyond, np.nan, y), **style)
     if beyond.any():
-        ax.plot(np.asarray(x)[beyond], np.ones(int(beyond.sum())), ls="none", marker="^", ms=7,
-                color=style.get("color"), transform=ax.get_xaxis_transform(), clip_on=False)
+        ax.plot(
+            np.asarray(x)[beyond],
+            np.ones(int(beyond.sum())),
+            ls="none",
+            marker="^",
+            ms=7,
+            color=style.get("color"),
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+        )
     return int(beyond.sum())
 
 
@@ -262,5 +292,4 @@ def xi_limits(ax, values, top: float) -> None:
 def beyond_handle(top: float):
     from matplotlib.lines import Line2D
 
-    return Line2D([], [], ls="none", marker="^", ms=7, color="black",
-                  label=f"beyond the distance\nrange (> {top:.3g})")
+    return Line2D([], [], ls="none", marker="^", ms=7, color="black", label=f"beyond the distance\nrange (> {top:.3g})")

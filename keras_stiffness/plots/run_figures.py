@@ -17,24 +17,71 @@ import numpy as np
 
 from keras_stiffness.math.record import Measurement
 from keras_stiffness.plots.common import (
-    MEASURE_NAMES, DPI, PAIR_SET_COLORS, RunData, check_measure, is_finite, fmt, new_figure, plain_ticks, pretty_pair_set,
-    when_parts, beyond_handle, current_train_loss, depth_colors, distance_label, distance_top, empty_note,
-    epoch_axis, load_run, loss_axis, plot_xi, run_label, save, style, when, xi_limits, zero_line,
+    DPI,
+    MEASURE_NAMES,
+    PAIR_SET_COLORS,
+    RunData,
+    beyond_handle,
+    check_measure,
+    current_train_loss,
+    depth_colors,
+    distance_label,
+    distance_top,
+    empty_note,
+    epoch_axis,
+    fmt,
+    is_finite,
+    load_run,
+    loss_axis,
+    new_figure,
+    plain_ticks,
+    plot_xi,
+    pretty_pair_set,
+    run_label,
+    save,
+    style,
+    when,
+    when_parts,
+    xi_limits,
+    zero_line,
 )
 
 __all__ = [
-    "DPI", "FILES", "PAIR_SET_COLORS", "RunData", "beyond_handle", "build_figures", "class_matrix_figure",
-    "critical_length_figure", "current_train_loss", "depth_colors", "distance_figure", "distance_label",
-    "distance_top", "empty_note", "epoch_axis", "layer_figure", "load_run", "loss_axis", "plot_run",
-    "plot_sweep", "plot_xi", "run_label", "save", "style", "training_figure", "when", "xi_limits",
+    "DPI",
+    "FILES",
+    "PAIR_SET_COLORS",
+    "RunData",
+    "beyond_handle",
+    "build_figures",
+    "class_matrix_figure",
+    "critical_length_figure",
+    "current_train_loss",
+    "depth_colors",
+    "distance_figure",
+    "distance_label",
+    "distance_top",
+    "empty_note",
+    "epoch_axis",
+    "layer_figure",
+    "load_run",
+    "loss_axis",
+    "plot_run",
+    "plot_sweep",
+    "plot_xi",
+    "run_label",
+    "save",
+    "style",
+    "training_figure",
+    "when",
+    "xi_limits",
     "zero_line",
 ]
 
-FILES = ("class_matrices", "stiffness_vs_training", "stiffness_vs_distance", "critical_length",
-         "layer_stiffness")
+FILES = ("class_matrices", "stiffness_vs_training", "stiffness_vs_distance", "critical_length", "layer_stiffness")
 
 
 # ---------------------------------------------------------------------------------------------- loading
+
 
 @contextlib.contextmanager
 def _opened(run_or_path) -> Iterator[object]:
@@ -43,8 +90,10 @@ def _opened(run_or_path) -> Iterator[object]:
         yield run_or_path
         return
     if not isinstance(run_or_path, (str, os.PathLike)):
-        raise TypeError(f"Received: run_or_path of type {type(run_or_path).__name__}; expected a path to a "
-                        f"run file (str or os.PathLike) or an open Run from keras_stiffness.store.reader.open_run.")
+        raise TypeError(
+            f"Received: run_or_path of type {type(run_or_path).__name__}; expected a path to a "
+            f"run file (str or os.PathLike) or an open Run from keras_stiffness.store.reader.open_run."
+        )
     from keras_stiffness.store.reader import open_run
 
     with open_run(run_or_path) as run:
@@ -58,18 +107,20 @@ def _resolve_at(at: Optional[Sequence[int]], n: int) -> List[int]:
     if isinstance(at, np.ndarray) and at.ndim == 1:
         at = at.tolist()
     if isinstance(at, (int, np.integer, str)) or not isinstance(at, Sequence) or len(at) == 0:
-        raise ValueError(f"Received: at={at!r}; expected a non-empty sequence of measurement indices, "
-                         f"e.g. at=[0, -1].")
+        raise ValueError(f"Received: at={at!r}; expected a non-empty sequence of measurement indices, e.g. at=[0, -1].")
     out = []
     for i in at:
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n <= i < n:
-            raise ValueError(f"Received: at={list(at)!r}; expected integer measurement indices in "
-                             f"[{-n}, {n}) for a run with {n} measurement(s).")
+            raise ValueError(
+                f"Received: at={list(at)!r}; expected integer measurement indices in "
+                f"[{-n}, {n}) for a run with {n} measurement(s)."
+            )
         out.append(int(i) % n)
     return sorted(set(out))
 
 
 # ---------------------------------------------------------------------------------------------- figures
+
 
 def class_matrix_figure(data: RunData, at: Sequence[int], measure: str):
     """Figure 6: class stiffness matrices (rows: train–train, train–val; columns: measurements ``at``)."""
@@ -91,15 +142,22 @@ def class_matrix_figure(data: RunData, at: Sequence[int], measure: str):
         for col, i in enumerate(at):
             ax = axes[r, col]
             matrix = np.asarray(data.rows[i].class_matrix[p, k], dtype=np.float64)
-            image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=-1.0, vmax=1.0,
-                              interpolation="nearest")
+            image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=-1.0, vmax=1.0, interpolation="nearest")
             if c <= 12:
                 for a in range(c):
                     for b in range(c):
                         v = matrix[a, b]
-                        ax.text(b, a, "n/a" if not np.isfinite(v) else f"{v:.2f}", ha="center", va="center",
-                                fontsize=6.5 if c > 6 else 8, color="white" if abs(v) > 0.6 else "black",
-                                in_layout=False, clip_on=True)
+                        ax.text(
+                            b,
+                            a,
+                            "n/a" if not np.isfinite(v) else f"{v:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=6.5 if c > 6 else 8,
+                            color="white" if abs(v) > 0.6 else "black",
+                            in_layout=False,
+                            clip_on=True,
+                        )
             ax.set_xticks(ticks)
             ax.set_yticks(ticks)
             names = [data.class_names[t] for t in ticks]
@@ -112,9 +170,11 @@ def class_matrix_figure(data: RunData, at: Sequence[int], measure: str):
             parts = when_parts(data.tags, i)
             ax.set_title(", ".join(parts[:-1]) + "\n" + parts[-1], fontsize=9)
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=f"mean {MEASURE_NAMES[measure]}")
-    fig.suptitle(f"{data.name}: class stiffness matrices C(a, b), {MEASURE_NAMES[measure]}"
-                 + ("" if c <= 12 else f" ({c} classes, every {step}th labelled)" if step > 1 else "")
-                 + "\ngrey (n/a): no pairs of that class pair")
+    fig.suptitle(
+        f"{data.name}: class stiffness matrices C(a, b), {MEASURE_NAMES[measure]}"
+        + ("" if c <= 12 else f" ({c} classes, every {step}th labelled)" if step > 1 else "")
+        + "\ngrey (n/a): no pairs of that class pair"
+    )
     return fig
 
 
@@ -142,10 +202,17 @@ def training_figure(data: RunData, measure: str):
                     chosen = m == measure
                     # Against loss, points are not joined: the loss is not monotone in time (batch
                     # noise), and lines in time order would zigzag across the panel.
-                    ax.plot(x, values[:, p, k], ls=styles[m] if col == 0 else "none", marker="o",
-                            ms=(4 if chosen else 4.5) * (1.0 if col == 0 else 0.8),
-                            mfc=None if chosen else "white", color=PAIR_SET_COLORS[pair_set],
-                            lw=1.8 if chosen else 1.2, alpha=(1.0 if chosen else 0.8) * (1.0 if col == 0 else 0.7))
+                    ax.plot(
+                        x,
+                        values[:, p, k],
+                        ls=styles[m] if col == 0 else "none",
+                        marker="o",
+                        ms=(4 if chosen else 4.5) * (1.0 if col == 0 else 0.8),
+                        mfc=None if chosen else "white",
+                        color=PAIR_SET_COLORS[pair_set],
+                        lw=1.8 if chosen else 1.2,
+                        alpha=(1.0 if chosen else 0.8) * (1.0 if col == 0 else 0.7),
+                    )
             ax.grid(alpha=0.3)
         axes[row, 0].set_ylabel(f"{name}-class stiffness")
     epoch_axis(axes[1, 0], epoch)
@@ -153,11 +220,29 @@ def training_figure(data: RunData, measure: str):
         loss_axis(axes[1, 1], loss)
     axes[0, 0].set_title("vs epoch")
     missing = int(np.isnan(loss).sum())
-    axes[0, 1].set_title("vs train loss" + (f" ({missing} measurement{'s' * (missing > 1)} without a "
-                                            f"recorded loss left out)" if has_loss and missing else ""))
-    sets = [Line2D([], [], color=PAIR_SET_COLORS[p], marker="o", ms=4, label=pretty_pair_set(p)) for p in data.pair_sets]
-    kinds = [Line2D([], [], color="black", ls=styles[m], marker="o", mfc=None if m == measure else "white",
-                    label=m + " (chosen)" * (m == measure)) for m in data.measures]
+    axes[0, 1].set_title(
+        "vs train loss"
+        + (
+            f" ({missing} measurement{'s' * (missing > 1)} without a recorded loss left out)"
+            if has_loss and missing
+            else ""
+        )
+    )
+    sets = [
+        Line2D([], [], color=PAIR_SET_COLORS[p], marker="o", ms=4, label=pretty_pair_set(p)) for p in data.pair_sets
+    ]
+    kinds = [
+        Line2D(
+            [],
+            [],
+            color="black",
+            ls=styles[m],
+            marker="o",
+            mfc=None if m == measure else "white",
+            label=m + " (chosen)" * (m == measure),
+        )
+        for m in data.measures
+    ]
     fig.legend(handles=sets, loc="outside right upper", title="pair set")
     fig.legend(handles=kinds, loc="outside right center", title="measure")
     fig.suptitle(f"{data.name}: stiffness along training")
@@ -198,8 +283,16 @@ def distance_figure(data: RunData, measure: str):
         x, y = _bin_values(data.rows[last], r, k, data.min_count)
         xi = float(data.rows[last].critical_length[r, k])
         xi_fit = float(data.rows[last].critical_length_fit[r, k])
-        (line,) = ax.plot(x, y, "-", marker="o", ms=3.5, color=col, lw=1.8,
-                          label=f"{space}: ξ = {_xi(xi, data.dist_top)} (fit {_xi(xi_fit, data.dist_top)})")
+        (line,) = ax.plot(
+            x,
+            y,
+            "-",
+            marker="o",
+            ms=3.5,
+            color=col,
+            lw=1.8,
+            label=f"{space}: ξ = {_xi(xi, data.dist_top)} (fit {_xi(xi_fit, data.dist_top)})",
+        )
         handles.append(line)
         if is_finite(xi):
             ax.axvline(xi, color=col, ls=":", lw=1.5)
@@ -207,17 +300,27 @@ def distance_figure(data: RunData, measure: str):
         ax_n.step(x, np.where(counts > 0, counts, np.nan), where="mid", color=col, lw=1.2)
     ax.set_ylabel(f"mean {MEASURE_NAMES[measure]}\n(train–train pairs)")
     ax.grid(alpha=0.3)
-    styles = [Line2D([], [], color="0.3", ls="-", marker="o", ms=3.5,
-                     label="last: " + ",\n".join(when_parts(data.tags, last)))]
+    styles = [
+        Line2D(
+            [], [], color="0.3", ls="-", marker="o", ms=3.5, label="last: " + ",\n".join(when_parts(data.tags, last))
+        )
+    ]
     if first != last:
-        styles.append(Line2D([], [], color="0.3", ls="--",
-                             label="first: " + ",\n".join(when_parts(data.tags, first))))
+        styles.append(Line2D([], [], color="0.3", ls="--", label="first: " + ",\n".join(when_parts(data.tags, first))))
     styles.append(Line2D([], [], color="0.3", ls=":", label="ξ (zero crossing, last)"))
     fig.legend(handles=handles, loc="outside right upper", title="space: critical length ξ (last)")
     fig.legend(handles=styles, loc="outside right lower", title="line style", fontsize=8)
     ax_n.axhline(max(data.min_count, 1), color="0.4", ls="--", lw=1)
-    ax_n.text(1.0, max(data.min_count, 1), f"min_count = {data.min_count} ", va="bottom", ha="right",
-              transform=ax_n.get_yaxis_transform(), fontsize=8, color="0.3")
+    ax_n.text(
+        1.0,
+        max(data.min_count, 1),
+        f"min_count = {data.min_count} ",
+        va="bottom",
+        ha="right",
+        transform=ax_n.get_yaxis_transform(),
+        fontsize=8,
+        color="0.3",
+    )
     ax_n.set_yscale("log")
     ax_n.set_ylabel("pairs per bin\n(last)")
     ax_n.set_xlabel(distance_label(data.metric))
@@ -229,12 +332,17 @@ def distance_figure(data: RunData, measure: str):
             plain_ticks(ax_n.xaxis)
             ax_n.set_xlabel(distance_label(data.metric) + " (log)")
     else:  # 0 to the last occupied bin (ReLU features never get past 1 − cos = 1)
-        edges = [data.rows[i].distance_edges[r, 1:][data.rows[i].curve_count[r] > 0]
-                 for i in {first, last} for r in range(len(data.spaces))]
+        edges = [
+            data.rows[i].distance_edges[r, 1:][data.rows[i].curve_count[r] > 0]
+            for i in {first, last}
+            for r in range(len(data.spaces))
+        ]
         occupied = np.concatenate(edges) if edges else np.zeros(0)
         ax_n.set_xlim(0.0, float(occupied.max()) if occupied.size else 2.0)
-    fig.suptitle(f"{data.name}: stiffness vs distance, {MEASURE_NAMES[measure]}\n"
-                 f"bins with fewer than {data.min_count} pairs left out")
+    fig.suptitle(
+        f"{data.name}: stiffness vs distance, {MEASURE_NAMES[measure]}\n"
+        f"bins with fewer than {data.min_count} pairs left out"
+    )
     return fig
 
 
@@ -250,10 +358,12 @@ def critical_length_figure(data: RunData, measure: str):
     xi, xi_fit = data.series["critical_length"][:, :, k], data.series["critical_length_fit"][:, :, k]
     beyond = 0
     for r, space in enumerate(data.spaces):
-        beyond += plot_xi(ax, epoch, xi[:, r], data.dist_top, ls="-", marker="o", ms=4, color=colors[space],
-                          lw=1.8, label=space)
-        beyond += plot_xi(ax, epoch, xi_fit[:, r], data.dist_top, ls="--", marker="s", ms=3.5, mfc="none",
-                          color=colors[space], lw=1.2)
+        beyond += plot_xi(
+            ax, epoch, xi[:, r], data.dist_top, ls="-", marker="o", ms=4, color=colors[space], lw=1.8, label=space
+        )
+        beyond += plot_xi(
+            ax, epoch, xi_fit[:, r], data.dist_top, ls="--", marker="s", ms=3.5, mfc="none", color=colors[space], lw=1.2
+        )
     epoch_axis(ax, epoch)
     if not (np.isfinite(xi).any() or np.isfinite(xi_fit).any()):
         empty_note(ax, "ξ undefined at every measurement\n(the curves never cross 0)")
@@ -262,9 +372,10 @@ def critical_length_figure(data: RunData, measure: str):
     ax.set_ylabel(f"critical length ξ\n({distance_label(data.metric)})")
     ax.grid(alpha=0.3)
     fig.legend(handles=ax.get_legend_handles_labels()[0], loc="outside right upper", title="space")
-    kinds = [Line2D([], [], color="black", ls="-", marker="o", ms=4, label="zero crossing"),
-             Line2D([], [], color="black", ls="--", marker="s", mfc="none", ms=3.5,
-                    label="linear fit\n(within-class)")]
+    kinds = [
+        Line2D([], [], color="black", ls="-", marker="o", ms=4, label="zero crossing"),
+        Line2D([], [], color="black", ls="--", marker="s", mfc="none", ms=3.5, label="linear fit\n(within-class)"),
+    ]
     if beyond:
         kinds.append(beyond_handle(data.dist_top))
     fig.legend(handles=kinds, loc="outside right lower", title="ξ estimator")
@@ -290,16 +401,23 @@ def layer_figure(data: RunData, measure: str):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"{MEASURE_NAMES[measure]} of the layer's own weights")
     handles = axes[0].get_legend_handles_labels()[0]
-    fig.legend(handles=handles, loc="outside right upper", title="layer (input → output)",
-               ncol=1 if len(handles) <= 20 else 2, fontsize=8 if len(handles) > 12 else 9)
+    fig.legend(
+        handles=handles,
+        loc="outside right upper",
+        title="layer (input → output)",
+        ncol=1 if len(handles) <= 20 else 2,
+        fontsize=8 if len(handles) > 12 else 9,
+    )
     fig.suptitle(f"{data.name}: per-layer stiffness along training")
     return fig
 
 
 def build_figures(data: RunData, at: Sequence[int], measure: str) -> Dict[str, object]:
     """The figures of :func:`plot_run` by file stem; figures without data (no spaces/layers) left out."""
-    out = {"class_matrices": class_matrix_figure(data, at, measure),
-           "stiffness_vs_training": training_figure(data, measure)}
+    out = {
+        "class_matrices": class_matrix_figure(data, at, measure),
+        "stiffness_vs_training": training_figure(data, measure),
+    }
     if data.spaces:
         out["stiffness_vs_distance"] = distance_figure(data, measure)
         out["critical_length"] = critical_length_figure(data, measure)
@@ -308,8 +426,9 @@ def build_figures(data: RunData, at: Sequence[int], measure: str) -> Dict[str, o
     return out
 
 
-def plot_run(run_or_path, out_dir, *, at: Optional[Sequence[int]] = None, measure: str = "sign",
-             prefix: str = "") -> List[pathlib.Path]:
+def plot_run(
+    run_or_path, out_dir, *, at: Optional[Sequence[int]] = None, measure: str = "sign", prefix: str = ""
+) -> List[pathlib.Path]:
     """Write the figures of one run file as PNGs and return their paths.
 
     Files (each ``prefix + name + ".png"``): ``class_matrices`` (paper Figure 6), ``stiffness_vs_training``,

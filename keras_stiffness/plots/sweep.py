@@ -17,8 +17,22 @@ from typing import List, Sequence
 import numpy as np
 
 from keras_stiffness.plots.common import (
-    MEASURE_NAMES, PAIR_SET_COLORS, check_measure, fmt, pretty_pair_set, beyond_handle, current_train_loss, depth_colors,
-    distance_label, distance_top, plot_xi, run_label, save, style, xi_limits, zero_line,
+    MEASURE_NAMES,
+    PAIR_SET_COLORS,
+    beyond_handle,
+    check_measure,
+    current_train_loss,
+    depth_colors,
+    distance_label,
+    distance_top,
+    fmt,
+    plot_xi,
+    pretty_pair_set,
+    run_label,
+    save,
+    style,
+    xi_limits,
+    zero_line,
 )
 
 MATCHES = ("epoch", "loss")
@@ -64,10 +78,12 @@ def _learning_rate(run) -> float:
     tags = np.asarray(run.tags.get("learning_rate", []), dtype=np.float64)
     tags = tags[np.isfinite(tags) & (tags > 0)]
     if tags.size == 0:
-        raise ValueError(f"Received: run file {str(run.path)!r} with no learning rate recorded (neither "
-                         f"config['train']['lr'] nor a finite learning_rate tag); expected one per run. "
-                         f"Fix: use an optimizer that exposes its learning rate (the StiffnessCallback "
-                         f"tags it) or pass run_config={{'train': {{'lr': ...}}}}.")
+        raise ValueError(
+            f"Received: run file {str(run.path)!r} with no learning rate recorded (neither "
+            f"config['train']['lr'] nor a finite learning_rate tag); expected one per run. "
+            f"Fix: use an optimizer that exposes its learning rate (the StiffnessCallback "
+            f"tags it) or pass run_config={{'train': {{'lr': ...}}}}."
+        )
     return float(tags[0])
 
 
@@ -84,10 +100,16 @@ def _read(path: str, measure: str) -> _RunSummary:
         xi = np.asarray(run.series("critical_length"), dtype=np.float64)[:, :, k] if r_ else None
         fit = np.asarray(run.series("critical_length_fit"), dtype=np.float64)[:, :, k] if r_ else None
         return _RunSummary(
-            path=str(path), lr=_learning_rate(run), spaces=spaces, pair_sets=tuple(run.pair_sets),
-            metric=str(run.info.metric), dist_top=distance_top(run, str(run.info.metric)),
+            path=str(path),
+            lr=_learning_rate(run),
+            spaces=spaces,
+            pair_sets=tuple(run.pair_sets),
+            metric=str(run.info.metric),
+            dist_top=distance_top(run, str(run.info.metric)),
             epoch=np.asarray(tags["epoch"], dtype=np.float64),
-            train_loss=current_train_loss(tags), xi=xi, xi_fit=fit,
+            train_loss=current_train_loss(tags),
+            xi=xi,
+            xi_fit=fit,
             within=np.asarray(run.series("within"), dtype=np.float64)[:, :, k],
             between=np.asarray(run.series("between"), dtype=np.float64)[:, :, k],
         )
@@ -106,8 +128,10 @@ def match_points(runs: Sequence[_RunSummary], match: str):
         for run in runs:
             finite = run.epoch[np.isfinite(run.epoch)]
             if finite.size == 0:
-                raise ValueError(f"Received: run file {run.path!r} with no epoch recorded; expected epochs "
-                                 f"to match runs at a common epoch. Fix: use match='loss'.")
+                raise ValueError(
+                    f"Received: run file {run.path!r} with no epoch recorded; expected epochs "
+                    f"to match runs at a common epoch. Fix: use match='loss'."
+                )
             last.append(float(finite.max()))
         target = min(last)
         picks = [_closest(run.epoch, target) for run in runs]
@@ -117,29 +141,36 @@ def match_points(runs: Sequence[_RunSummary], match: str):
         for run in runs:
             finite = np.flatnonzero(np.isfinite(run.train_loss))
             if finite.size == 0:
-                raise ValueError(f"Received: run file {run.path!r} with no train loss recorded; expected "
-                                 f"train losses to match runs at a common loss. Fix: use match='epoch'.")
+                raise ValueError(
+                    f"Received: run file {run.path!r} with no train loss recorded; expected "
+                    f"train losses to match runs at a common loss. Fix: use match='epoch'."
+                )
             finals.append(float(run.train_loss[finite[-1]]))
         j = int(np.argmax(finals))
         target = finals[j]
         picks = [_closest(run.train_loss, target) for run in runs]
-        what = (f"at train loss ≈ {fmt(target)} (the largest final train loss, of "
-                f"{run_label(runs[j].path)})")
+        what = f"at train loss ≈ {fmt(target)} (the largest final train loss, of {run_label(runs[j].path)})"
     points = []
     for run, i in zip(runs, picks):
         r_ = len(run.spaces)
-        points.append(SweepPoint(
-            path=run.path, lr=run.lr, index=i, epoch=float(run.epoch[i]), train_loss=float(run.train_loss[i]),
-            xi=run.xi[i] if r_ else np.zeros(0), xi_fit=run.xi_fit[i] if r_ else np.zeros(0),
-            within={p: float(run.within[i, j]) for j, p in enumerate(run.pair_sets)},
-            between={p: float(run.between[i, j]) for j, p in enumerate(run.pair_sets)},
-        ))
+        points.append(
+            SweepPoint(
+                path=run.path,
+                lr=run.lr,
+                index=i,
+                epoch=float(run.epoch[i]),
+                train_loss=float(run.train_loss[i]),
+                xi=run.xi[i] if r_ else np.zeros(0),
+                xi_fit=run.xi_fit[i] if r_ else np.zeros(0),
+                within={p: float(run.within[i, j]) for j, p in enumerate(run.pair_sets)},
+                between={p: float(run.between[i, j]) for j, p in enumerate(run.pair_sets)},
+            )
+        )
     points.sort(key=lambda pt: pt.lr)
     return points, target, what
 
 
-def sweep_figure(points: List[SweepPoint], spaces: tuple, metric: str, top: float, measure: str, what: str,
-                 match: str):
+def sweep_figure(points: List[SweepPoint], spaces: tuple, metric: str, top: float, measure: str, what: str, match: str):
     """Two panels: ξ per space vs learning rate; within (and between) stiffness vs learning rate."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -150,16 +181,38 @@ def sweep_figure(points: List[SweepPoint], spaces: tuple, metric: str, top: floa
     colors = depth_colors(spaces)
     beyond = 0
     for r, space in enumerate(spaces):
-        beyond += plot_xi(ax_xi, lr, [pt.xi[r] for pt in points], top, ls="-", marker="o", ms=5,
-                          color=colors[space], lw=1.8, label=space)
-        beyond += plot_xi(ax_xi, lr, [pt.xi_fit[r] for pt in points], top, ls="--", marker="s", mfc="none",
-                          ms=4, color=colors[space], lw=1.1)
+        beyond += plot_xi(
+            ax_xi,
+            lr,
+            [pt.xi[r] for pt in points],
+            top,
+            ls="-",
+            marker="o",
+            ms=5,
+            color=colors[space],
+            lw=1.8,
+            label=space,
+        )
+        beyond += plot_xi(
+            ax_xi,
+            lr,
+            [pt.xi_fit[r] for pt in points],
+            top,
+            ls="--",
+            marker="s",
+            mfc="none",
+            ms=4,
+            color=colors[space],
+            lw=1.1,
+        )
     if spaces:
         xi_limits(ax_xi, np.concatenate([np.r_[pt.xi, pt.xi_fit] for pt in points]), top)
         legend = ax_xi.legend(fontsize=8, title="space", loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax_xi.add_artist(legend)
-        kinds = [Line2D([], [], color="black", ls="-", marker="o", label="zero crossing"),
-                 Line2D([], [], color="black", ls="--", marker="s", mfc="none", label="linear fit")]
+        kinds = [
+            Line2D([], [], color="black", ls="-", marker="o", label="zero crossing"),
+            Line2D([], [], color="black", ls="--", marker="s", mfc="none", label="linear fit"),
+        ]
         if beyond:
             kinds.append(beyond_handle(top))
         ax_xi.legend(handles=kinds, fontsize=8, title="ξ estimator", loc="lower left", bbox_to_anchor=(1.01, 0.0))
@@ -170,10 +223,27 @@ def sweep_figure(points: List[SweepPoint], spaces: tuple, metric: str, top: floa
     sets = [p for p in ("train-train", "train-val", "val-val") if all(p in pt.within for pt in points)]
     zero_line(ax_s)
     for p in sets:
-        ax_s.plot(lr, [pt.within[p] for pt in points], "-", marker="o", ms=5, color=PAIR_SET_COLORS[p],
-                  lw=1.8, label=f"within, {pretty_pair_set(p)}")
-        ax_s.plot(lr, [pt.between[p] for pt in points], "--", marker="s", mfc="none", ms=4,
-                  color=PAIR_SET_COLORS[p], lw=1.1, label=f"between, {pretty_pair_set(p)}")
+        ax_s.plot(
+            lr,
+            [pt.within[p] for pt in points],
+            "-",
+            marker="o",
+            ms=5,
+            color=PAIR_SET_COLORS[p],
+            lw=1.8,
+            label=f"within, {pretty_pair_set(p)}",
+        )
+        ax_s.plot(
+            lr,
+            [pt.between[p] for pt in points],
+            "--",
+            marker="s",
+            mfc="none",
+            ms=4,
+            color=PAIR_SET_COLORS[p],
+            lw=1.1,
+            label=f"between, {pretty_pair_set(p)}",
+        )
     ax_s.set_ylabel(f"class {MEASURE_NAMES[measure]}")
     ax_s.set_title("within-class (solid) and between-class (dashed) stiffness")
     ax_s.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
@@ -185,8 +255,9 @@ def sweep_figure(points: List[SweepPoint], spaces: tuple, metric: str, top: floa
     used = np.array([pt.epoch if match == "epoch" else pt.train_loss for pt in points])
     spread = ""
     if np.isfinite(used).all() and used.min() != used.max():
-        spread = (f"; matched {'epochs' if match == 'epoch' else 'train losses'} "
-                  f"range {fmt(used.min())}–{fmt(used.max())}")
+        spread = (
+            f"; matched {'epochs' if match == 'epoch' else 'train losses'} range {fmt(used.min())}–{fmt(used.max())}"
+        )
     fig.suptitle(f"Learning-rate sweep ({len(points)} runs), {MEASURE_NAMES[measure]}\n{what}{spread}")
     return fig
 
@@ -195,8 +266,10 @@ def build_sweep(run_paths: Sequence[str], *, measure: str = "sign", match: str =
     """Read, check and match the runs; return the Figure (tests inspect it)."""
     paths = [run_paths] if isinstance(run_paths, (str, bytes, os.PathLike)) else list(run_paths)
     if len(paths) < 2:
-        raise ValueError(f"Received: {len(paths)} run file(s) {[str(p) for p in paths]}; expected at least 2 "
-                         f"(one per learning rate).")
+        raise ValueError(
+            f"Received: {len(paths)} run file(s) {[str(p) for p in paths]}; expected at least 2 "
+            f"(one per learning rate)."
+        )
     if match not in MATCHES:
         raise ValueError(f"Received: match={match!r}; expected one of {MATCHES}.")
 
@@ -207,7 +280,8 @@ def build_sweep(run_paths: Sequence[str], *, measure: str = "sign", match: str =
                 raise ValueError(
                     f"Received: runs with different distance {name}: {runs[0].path!r} has "
                     f"{_show(getattr(runs[0], name))}, {run.path!r} has {_show(getattr(run, name))}; expected "
-                    f"the same {name} in every run (same architecture and measurement settings).")
+                    f"the same {name} in every run (same architecture and measurement settings)."
+                )
     points, _, what = match_points(runs, match)
     top = max(run.dist_top for run in runs)
     return sweep_figure(points, runs[0].spaces, runs[0].metric, top, measure, what, match)

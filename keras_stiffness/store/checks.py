@@ -15,8 +15,17 @@ import numpy as np
 
 from keras_stiffness.math.record import Measurement
 from keras_stiffness.store.layout import (
-    FORMAT, FORMAT_VERSION, SERIES, FormatVersionError, MeasurementMismatchError, NotARunError,
-    RunInfo, RunMismatchError, Series, attr_str, read_info,
+    FORMAT,
+    FORMAT_VERSION,
+    SERIES,
+    FormatVersionError,
+    MeasurementMismatchError,
+    NotARunError,
+    RunInfo,
+    RunMismatchError,
+    Series,
+    attr_str,
+    read_info,
 )
 
 
@@ -73,9 +82,7 @@ def check_resumable(f: h5py.File, path: str, info: RunInfo) -> RunInfo:
     stored = load_info(f, path)
     diffs = info_differences(stored, info)
     if diffs:
-        details = "; ".join(
-            f"{k}: file has {a!r}, received {b!r}" for k, (a, b) in diffs.items()
-        )
+        details = "; ".join(f"{k}: file has {a!r}, received {b!r}" for k, (a, b) in diffs.items())
         raise RunMismatchError(
             f"Received: a RunInfo that differs from {path!r} ({details}); expected the same "
             "probe set and configuration as the stored run. Use the original probe set, or "
@@ -85,8 +92,19 @@ def check_resumable(f: h5py.File, path: str, info: RunInfo) -> RunInfo:
 
 
 #: RunInfo fields a resumed run must share with its file (they fix the datasets' shapes and meaning).
-RESUME_FIELDS = ("probe_hash", "class_names", "pair_sets", "measures", "layers", "spaces", "bins",
-                 "metric", "min_count", "save_gram", "n_probes")
+RESUME_FIELDS = (
+    "probe_hash",
+    "class_names",
+    "pair_sets",
+    "measures",
+    "layers",
+    "spaces",
+    "bins",
+    "metric",
+    "min_count",
+    "save_gram",
+    "n_probes",
+)
 
 
 def info_differences(stored: RunInfo, new: RunInfo) -> Dict[str, Tuple[Any, Any]]:
@@ -94,9 +112,7 @@ def info_differences(stored: RunInfo, new: RunInfo) -> Dict[str, Tuple[Any, Any]
     out = {}
     for name in RESUME_FIELDS:
         a, b = getattr(stored, name), getattr(new, name)
-        if (list(a) if isinstance(a, (list, tuple)) else a) != (
-            list(b) if isinstance(b, (list, tuple)) else b
-        ):
+        if (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
             out[name] = (a, b)
     return out
 
@@ -144,13 +160,10 @@ def _cell(s: Series, value: Any, shape: Tuple[int, ...]) -> np.ndarray:
         )
     if array.dtype.kind not in "biuf":
         raise MeasurementMismatchError(
-            f"Received: {s.name} with dtype {array.dtype}; expected numbers (NaN for an unknown "
-            "value, not None)."
+            f"Received: {s.name} with dtype {array.dtype}; expected numbers (NaN for an unknown value, not None)."
         )
     if s.kind == "f":
         return array.astype(np.float64)
     if array.dtype.kind == "f" and not np.all(np.isfinite(array) & (array == np.round(array))):
-        raise MeasurementMismatchError(
-            f"Received: {s.name} with non-integer values; expected counts (whole numbers)."
-        )
+        raise MeasurementMismatchError(f"Received: {s.name} with non-integer values; expected counts (whole numbers).")
     return array.astype(np.int64)

@@ -17,10 +17,15 @@ from typing import Optional, Tuple
 import h5py
 import numpy as np
 
-from keras_stiffness.version import __version__
 from keras_stiffness.store.layout import (
-    NotARunError, RunInfo, RunInUseError, attr_str, series_names, write_layout,
+    NotARunError,
+    RunInfo,
+    RunInUseError,
+    attr_str,
+    series_names,
+    write_layout,
 )
+from keras_stiffness.version import __version__
 
 try:  # POSIX advisory locks; elsewhere the in-use checks are skipped.
     import fcntl
@@ -67,8 +72,10 @@ def publish(tmp: str, path: str, overwrite: bool) -> None:
         ) from exc
     except OSError as exc:  # no hard links on this file system
         if os.path.lexists(path):
-            raise FileExistsError(f"Received: path={path!r}, which already exists; expected a new "
-                                  "file. Pass overwrite=True to replace it.") from exc
+            raise FileExistsError(
+                f"Received: path={path!r}, which already exists; expected a new "
+                "file. Pass overwrite=True to replace it."
+            ) from exc
         os.replace(tmp, path)
         return
     os.unlink(tmp)

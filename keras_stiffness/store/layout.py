@@ -166,9 +166,7 @@ class RunInfo:
         self.save_gram = bool(self.save_gram)
         for name in ("probe_hash", "model_summary", "loss"):
             if not isinstance(getattr(self, name), str):
-                raise TypeError(
-                    f"Received: {name} of type {type(getattr(self, name)).__name__}; expected str."
-                )
+                raise TypeError(f"Received: {name} of type {type(getattr(self, name)).__name__}; expected str.")
         for name in ("config", "rules", "versions"):
             _to_json(name, getattr(self, name))
 
@@ -181,9 +179,16 @@ class RunInfo:
         """Length of every fixed axis of the file, by axis name."""
         c, n = len(self.class_names), self.n_probes
         return {
-            "pair_set": len(self.pair_sets), "measure": len(self.measures),
-            "class_from": c, "class_to": c, "layer": len(self.layers), "space": len(self.spaces),
-            "bin": self.bins, "bin_edge": self.bins + 1, "probe": n, "probe_j": n,
+            "pair_set": len(self.pair_sets),
+            "measure": len(self.measures),
+            "class_from": c,
+            "class_to": c,
+            "layer": len(self.layers),
+            "space": len(self.spaces),
+            "bin": self.bins,
+            "bin_edge": self.bins + 1,
+            "probe": n,
+            "probe_j": n,
         }
 
 
@@ -191,8 +196,7 @@ def _int_vector(name: str, values: Any) -> np.ndarray:
     array = np.asarray(values)
     if array.ndim != 1 or array.dtype.kind not in "iu":
         raise TypeError(
-            f"Received: {name} with dtype {array.dtype} and shape {array.shape}; "
-            "expected a 1-D integer array."
+            f"Received: {name} with dtype {array.dtype} and shape {array.shape}; expected a 1-D integer array."
         )
     return array.astype(np.int64)
 
@@ -226,32 +230,44 @@ SERIES: Tuple[Series, ...] = (
     Series("wall_time", (), "f", "Seconds since the run started"),
     Series("probe_loss", (), "f", "Mean loss of the training probes when measured (inference mode)"),
     Series("probe_val_loss", (), "f", "Mean loss of the held-out probes when measured (NaN without)"),
-    Series("class_matrix", ("pair_set", "measure", "class_from", "class_to"), "f",
-           "Mean stiffness per directed class pair (step on class_from, effect on class_to); "
-           "NaN without pairs"),
-    Series("class_pairs", ("pair_set", "class_from", "class_to"), "i",
-           "Number of pairs behind each class_matrix entry"),
+    Series(
+        "class_matrix",
+        ("pair_set", "measure", "class_from", "class_to"),
+        "f",
+        "Mean stiffness per directed class pair (step on class_from, effect on class_to); NaN without pairs",
+    ),
+    Series(
+        "class_pairs", ("pair_set", "class_from", "class_to"), "i", "Number of pairs behind each class_matrix entry"
+    ),
     Series("within", ("pair_set", "measure"), "f", "Mean of the class_matrix diagonal"),
     Series("between", ("pair_set", "measure"), "f", "Mean of the off-diagonal class_matrix entries"),
     Series("mean", ("pair_set", "measure"), "f", "Mean stiffness over all pairs of the pair set"),
     Series("pairs", ("pair_set",), "i", "Number of pairs in each pair set"),
-    Series("layer_mean", ("layer", "pair_set", "measure"), "f",
-           "Like mean, from that layer's Gram block alone"),
-    Series("layer_within", ("layer", "pair_set", "measure"), "f",
-           "Like within, from that layer's Gram block alone"),
-    Series("layer_between", ("layer", "pair_set", "measure"), "f",
-           "Like between, from that layer's Gram block alone"),
+    Series("layer_mean", ("layer", "pair_set", "measure"), "f", "Like mean, from that layer's Gram block alone"),
+    Series("layer_within", ("layer", "pair_set", "measure"), "f", "Like within, from that layer's Gram block alone"),
+    Series("layer_between", ("layer", "pair_set", "measure"), "f", "Like between, from that layer's Gram block alone"),
     Series("distance_edges", ("space", "bin_edge"), "f", "Bin edges of the distance curves"),
-    Series("curve_mean", ("space", "measure", "bin"), "f",
-           "Mean stiffness of train-train pairs per distance bin (NaN if empty)"),
+    Series(
+        "curve_mean",
+        ("space", "measure", "bin"),
+        "f",
+        "Mean stiffness of train-train pairs per distance bin (NaN if empty)",
+    ),
     Series("curve_count", ("space", "bin"), "i", "Train-train pairs per distance bin"),
-    Series("critical_length", ("space", "measure"), "f",
-           "First zero crossing of the binned curve (NaN when none)"),
-    Series("critical_length_fit", ("space", "measure"), "f",
-           "Zero of a line fitted to within-class stiffness vs distance (NaN when none)"),
+    Series("critical_length", ("space", "measure"), "f", "First zero crossing of the binned curve (NaN when none)"),
+    Series(
+        "critical_length_fit",
+        ("space", "measure"),
+        "f",
+        "Zero of a line fitted to within-class stiffness vs distance (NaN when none)",
+    ),
     Series("zero_grad", (), "i", "Probes whose gradient has zero norm"),
-    Series("gram", ("probe", "probe_j"), "f",
-           "Gram matrix of the probes' loss gradients, total over layers (only with save_gram)"),
+    Series(
+        "gram",
+        ("probe", "probe_j"),
+        "f",
+        "Gram matrix of the probes' loss gradients, total over layers (only with save_gram)",
+    ),
     Series("measurement", (), "i", "Row number (coordinate of the measurement axis)"),
     Series("step", (), "i", "Optimizer steps taken when measured (0 = at initialization)"),
 )
@@ -291,19 +307,24 @@ def write_layout(f: h5py.File, info: RunInfo, library_version: str) -> None:
 
     sizes = info.axis_sizes()
     strings = {
-        "pair_set": info.pair_sets, "measure": info.measures, "class_from": info.class_names,
-        "class_to": info.class_names, "layer": info.layers, "space": info.spaces,
+        "pair_set": info.pair_sets,
+        "measure": info.measures,
+        "class_from": info.class_names,
+        "class_to": info.class_names,
+        "layer": info.layers,
+        "space": info.spaces,
     }
     scales = {}
     for axis, values in strings.items():
-        scales[axis] = f.create_dataset(
-            axis, data=np.array(values, dtype=object), dtype=h5py.string_dtype()
-        )
+        scales[axis] = f.create_dataset(axis, data=np.array(values, dtype=object), dtype=h5py.string_dtype())
     for axis in INDEX_AXES:
         if axis != "probe_j" or info.save_gram:
             scales[axis] = f.create_dataset(axis, data=np.arange(sizes[axis], dtype=np.int64))
-    for name, values in (("probe_label", info.probe_labels), ("probe_index", info.probe_indices),
-                         ("probe_is_val", info.probe_is_val)):
+    for name, values in (
+        ("probe_label", info.probe_labels),
+        ("probe_index", info.probe_indices),
+        ("probe_is_val", info.probe_is_val),
+    ):
         f.create_dataset(name, data=values)
 
     datasets = {}
@@ -316,7 +337,9 @@ def write_layout(f: h5py.File, info: RunInfo, library_version: str) -> None:
         chunk = tuple(max(d, 1) for d in shape)
         rows = chunk_rows(int(np.prod(chunk, dtype=np.int64)))
         datasets[s.name] = f.create_dataset(
-            s.name, shape=(0,) + shape, maxshape=(None,) + tuple(d or None for d in shape),
+            s.name,
+            shape=(0,) + shape,
+            maxshape=(None,) + tuple(d or None for d in shape),
             chunks=(rows,) + chunk,
             dtype=np.float64 if s.kind == "f" else np.int64,
             fillvalue=np.nan if s.kind == "f" else 0,
@@ -344,21 +367,30 @@ def attr_str(f: h5py.File, name: str) -> str:
 
 def read_info(f: h5py.File) -> RunInfo:
     """Rebuild the :class:`RunInfo` of an open run file (format already checked)."""
+
     def strings(name: str) -> Tuple[str, ...]:
         return tuple(f[name].asstr()[()].tolist())
 
     return RunInfo(
         class_names=list(strings("class_from")),
-        probe_labels=f["probe_label"][()], probe_indices=f["probe_index"][()],
-        probe_is_val=f["probe_is_val"][()], probe_hash=attr_str(f, "probe_hash"),
-        pair_sets=strings("pair_set"), measures=strings("measure"), layers=strings("layer"),
-        spaces=strings("space"), bins=int(f["bin"].shape[0]), metric=attr_str(f, "metric"),
-        min_count=int(f.attrs["min_count"]), save_gram=bool(f.attrs["save_gram"]),
-        config=json.loads(attr_str(f, "config")), model_summary=attr_str(f, "model_summary"),
-        loss=attr_str(f, "loss"), rules=json.loads(attr_str(f, "rules")),
+        probe_labels=f["probe_label"][()],
+        probe_indices=f["probe_index"][()],
+        probe_is_val=f["probe_is_val"][()],
+        probe_hash=attr_str(f, "probe_hash"),
+        pair_sets=strings("pair_set"),
+        measures=strings("measure"),
+        layers=strings("layer"),
+        spaces=strings("space"),
+        bins=int(f["bin"].shape[0]),
+        metric=attr_str(f, "metric"),
+        min_count=int(f.attrs["min_count"]),
+        save_gram=bool(f.attrs["save_gram"]),
+        config=json.loads(attr_str(f, "config")),
+        model_summary=attr_str(f, "model_summary"),
+        loss=attr_str(f, "loss"),
+        rules=json.loads(attr_str(f, "rules")),
         versions=json.loads(attr_str(f, "versions")),
     )
-
 
 
 def row_measurement(f: Mapping[str, Any], i: int, info: RunInfo) -> Measurement:
@@ -371,6 +403,10 @@ def row_measurement(f: Mapping[str, Any], i: int, info: RunInfo) -> Measurement:
         values[name] = float(values[name])
     gram: Optional[np.ndarray] = values.pop("gram", None)
     return Measurement(
-        pair_sets=info.pair_sets, measures=info.measures, layers=info.layers, spaces=info.spaces,
-        gram=gram, **values,
+        pair_sets=info.pair_sets,
+        measures=info.measures,
+        layers=info.layers,
+        spaces=info.spaces,
+        gram=gram,
+        **values,
     )

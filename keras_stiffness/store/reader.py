@@ -80,8 +80,9 @@ class Run:
 
     def _open(self) -> h5py.File:
         if self._file is None:
-            raise ValueError(f"Received: a closed Run for {self.path!r}; expected an open one. "
-                             "Call open_run(path) again.")
+            raise ValueError(
+                f"Received: a closed Run for {self.path!r}; expected an open one. Call open_run(path) again."
+            )
         return self._file
 
     def refresh(self) -> None:

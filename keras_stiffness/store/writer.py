@@ -31,8 +31,16 @@ import numpy as np
 from keras_stiffness.math.record import Measurement
 from keras_stiffness.store.checks import check_info, check_resumable, row_arrays
 from keras_stiffness.store.files import (
-    check_not_in_use, hold_shared_lock, new_file, open_for_reading, publish, release_lock,
-    remove_quietly, rewrite, shorten_in_place, utc_now,
+    check_not_in_use,
+    hold_shared_lock,
+    new_file,
+    open_for_reading,
+    publish,
+    release_lock,
+    remove_quietly,
+    rewrite,
+    shorten_in_place,
+    utc_now,
 )
 from keras_stiffness.store.layout import PathLike, RunInfo, series_names, write_layout
 from keras_stiffness.validation import check_writable
@@ -41,9 +49,7 @@ from keras_stiffness.version import __version__
 __all__ = ["RunWriter"]
 
 #: How a user fixes "the run file already exists" when creating one with the writer.
-EXISTS_FIX = (
-    "Pass overwrite=True to replace it, or use RunWriter.resume(path, info, from_step=...) to continue it."
-)
+EXISTS_FIX = "Pass overwrite=True to replace it, or use RunWriter.resume(path, info, from_step=...) to continue it."
 
 
 class RunWriter:
@@ -73,8 +79,7 @@ class RunWriter:
         >>> tmp.cleanup()
     """
 
-    def __init__(self, file: h5py.File, path: str, info: RunInfo, n_rows: int,
-                 last_step: Optional[int]) -> None:
+    def __init__(self, file: h5py.File, path: str, info: RunInfo, n_rows: int, last_step: Optional[int]) -> None:
         """Wraps a file already in SWMR write mode; use :meth:`create` or :meth:`resume`."""
         self.path = path
         self.info = info
@@ -163,8 +168,12 @@ class RunWriter:
             later = np.flatnonzero(steps >= from_step)
             keep = int(later[0]) if later.size else n
             record = {
-                "time": utc_now(), "from_step": int(from_step), "rows_kept": keep,
-                "rows_dropped": n - keep, "after_crash": crashed, "library_version": __version__,
+                "time": utc_now(),
+                "from_step": int(from_step),
+                "rows_kept": keep,
+                "rows_dropped": n - keep,
+                "after_crash": crashed,
+                "library_version": __version__,
             }
             if crashed:
                 file = rewrite(src, path, stored, keep, record)

@@ -30,6 +30,7 @@ the files elsewhere (e.g. to compare two versions), ``--only NAME`` runs the nam
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import pathlib
 import re
@@ -74,6 +75,29 @@ class Case:
 
     def command_line(self) -> str:
         return " ".join(["kstiff", shlex.join(self.argv("<repo>", "<tmp>"))]).rstrip()
+
+
+#: Golden texts longer than this are stored gzip-compressed (the JSON of a whole run is ~1.7 MB).
+GZIP_ABOVE = 100_000
+
+
+def write_golden(out_dir: pathlib.Path, name: str, text: str) -> None:
+    """Store one case's text as NAME.txt, or NAME.txt.gz when it is long (the other form is removed)."""
+    plain, packed = out_dir / f"{name}.txt", out_dir / f"{name}.txt.gz"
+    if len(text) > GZIP_ABOVE:
+        packed.write_bytes(gzip.compress(text.encode(), mtime=0))
+        plain.unlink(missing_ok=True)
+    else:
+        plain.write_text(text)
+        packed.unlink(missing_ok=True)
+
+
+def read_golden(out_dir: pathlib.Path, name: str):
+    """The stored text of one case, or None when there is none."""
+    plain, packed = out_dir / f"{name}.txt", out_dir / f"{name}.txt.gz"
+    if packed.is_file():
+        return gzip.decompress(packed.read_bytes()).decode()
+    return plain.read_text() if plain.is_file() else None
 
 
 def _cases() -> List[Case]:
@@ -134,8 +158,9 @@ def _cases() -> List[Case]:
     add("analyze-bad-data", "analyze", "{tmp}/tiny.keras", "--data", "nosuch")
     add("analyze-missing-npz", "analyze", "{tmp}/tiny.keras", "--data", "{tmp}/nosuch.npz")
     add("analyze-bad-custom-objects", "analyze", "{tmp}/tiny.keras", "--custom-objects", "nocolon")
-    add("analyze-missing-custom-module", "analyze", "{tmp}/tiny.keras",
-        "--custom-objects", "nosuch_module_kstiff:Thing")
+    add(
+        "analyze-missing-custom-module", "analyze", "{tmp}/tiny.keras", "--custom-objects", "nosuch_module_kstiff:Thing"
+    )
     add("analyze-out-exists", "analyze", "{tmp}/tiny.keras", "--out", "{tmp}/notes.txt")
     add("analyze-bins-zero", "analyze", "{tmp}/tiny.keras", "--bins", "0")
 
@@ -164,6 +189,7 @@ CASES: List[Case] = _cases()
 # --------------------------------------------------------------------------------------------------
 # Input files of the cases (made afresh in a temporary folder by the script and by the test).
 
+
 def make_inputs(tmp: pathlib.Path) -> None:
     """Write the bad or small input files the cases name, into ``tmp``."""
     import h5py
@@ -187,12 +213,15 @@ def make_models(tmp: pathlib.Path) -> None:
     import keras
 
     def model(name, input_shape=(8, 8, 1), n_out=10, compiled=True):
-        m = keras.Sequential([
-            keras.Input(input_shape),
-            keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(4, activation="relu", name="hidden"),
-            keras.layers.Dense(n_out, activation="softmax", name="probs"),
-        ], name=name)
+        m = keras.Sequential(
+            [
+                keras.Input(input_shape),
+                keras.layers.Flatten(name="flatten"),
+                keras.layers.Dense(4, activation="relu", name="hidden"),
+                keras.layers.Dense(n_out, activation="softmax", name="probs"),
+            ],
+            name=name,
+        )
         if compiled:
             m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         m.save(tmp / f"{name}.keras")
@@ -207,20 +236,23 @@ def make_models(tmp: pathlib.Path) -> None:
 # Normalization and the golden file format.
 
 #: Lines TensorFlow/absl print on stderr by themselves (C++ logging, oneDNN and CPU notices).
-NOISE = [re.compile(p) for p in (
-    r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\]",                # absl C++ log line
-    r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",
-    r"oneDNN custom operations are on",
-    r"TF_ENABLE_ONEDNN_OPTS",
-    r"This TensorFlow binary is optimized to use available CPU instructions",
-    r"To enable the following instructions: .* rebuild TensorFlow",
-    r"Unable to register cu(DNN|FFT|BLAS) factory",
-    r"Could not find cuda drivers on your machine",
-    r"computation_placer\.cc",
-    r"cuda_(dnn|fft|blas|executor|platform)\.cc",
-    r"failed call to cuInit",
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] ",        # older TF log format
-)]
+NOISE = [
+    re.compile(p)
+    for p in (
+        r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\]",  # absl C++ log line
+        r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",
+        r"oneDNN custom operations are on",
+        r"TF_ENABLE_ONEDNN_OPTS",
+        r"This TensorFlow binary is optimized to use available CPU instructions",
+        r"To enable the following instructions: .* rebuild TensorFlow",
+        r"Unable to register cu(DNN|FFT|BLAS) factory",
+        r"Could not find cuda drivers on your machine",
+        r"computation_placer\.cc",
+        r"cuda_(dnn|fft|blas|executor|platform)\.cc",
+        r"failed call to cuInit",
+        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] ",  # older TF log format
+    )
+]
 
 
 def normalize(text: str, *, repo: str, tmp: str, stderr: bool = False) -> str:
@@ -266,6 +298,7 @@ def written_files(case: Case, tmp: str) -> Optional[List[str]]:
 # --------------------------------------------------------------------------------------------------
 # Running the real command in a subprocess.
 
+
 def case_env(tmp: str, code: Optional[str]) -> Dict[str, str]:
     env = dict(os.environ)
     for key, value in ENV.items():
@@ -284,19 +317,28 @@ def check_code(code: Optional[str], python: str = sys.executable) -> str:
     env = case_env(tempfile.gettempdir(), code)
     where = subprocess.run(
         [python, "-c", "import keras_stiffness.cli.main as m, keras_stiffness as k; print(k.__file__)"],
-        capture_output=True, text=True, env=env, cwd=tempfile.gettempdir(), check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tempfile.gettempdir(),
+        check=True,
     ).stdout.strip()
     if code and not os.path.realpath(where).startswith(os.path.realpath(code)):
         raise SystemExit(f"keras_stiffness comes from {where}, not from --code {code}")
     return where
 
 
-def run_case(case: Case, tmp: str, code: Optional[str], python: str = sys.executable,
-             repo: str = str(REPO)) -> Tuple[int, str, str]:
+def run_case(
+    case: Case, tmp: str, code: Optional[str], python: str = sys.executable, repo: str = str(REPO)
+) -> Tuple[int, str, str]:
     """Run ``kstiff ARGS`` as a user would; ``(exit code, stdout, stderr)``, not normalized."""
     out = subprocess.run(
         [python, "-m", "keras_stiffness.cli.main", *case.argv(repo, tmp)],
-        capture_output=True, text=True, env=case_env(tmp, code), cwd=tmp, timeout=600,
+        capture_output=True,
+        text=True,
+        env=case_env(tmp, code),
+        cwd=tmp,
+        timeout=600,
     )
     return out.returncode, out.stdout, out.stderr
 
@@ -316,7 +358,7 @@ def generate(out_dir: pathlib.Path, code: Optional[str], only: Sequence[str] = (
             files = written_files(case, tmp)
             if files is not None:
                 text += "--- files written ---\n" + "".join(f"{n}\n" for n in files)
-            (out_dir / f"{case.name}.txt").write_text(text)
+            write_golden(out_dir, case.name, text)
             names.append(case.name)
             print(f"{case.name}: exit {code_}", file=sys.stderr)
     return names

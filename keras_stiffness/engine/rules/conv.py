@@ -75,9 +75,7 @@ def extract_patches(x: np.ndarray, kernel_size, strides, dilation, padding: str)
         # Any rank: convolve with a one-hot kernel whose output channel o copies tap/channel o.
         c = x.shape[-1]
         eye = tf.reshape(tf.eye(width, dtype=x.dtype), (*kernel_size, c, width))
-        p = tf.nn.convolution(
-            x, eye, strides=list(strides), padding=padding.upper(), dilations=list(dilation)
-        )
+        p = tf.nn.convolution(x, eye, strides=list(strides), padding=padding.upper(), dilations=list(dilation))
     return tf.reshape(p, (p.shape[0], -1, p.shape[-1]))
 
 
@@ -200,12 +198,6 @@ def separable_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
     return out
 
 
-
-
 CONV = Rule("conv", gram=conv_gram, forward=pre_activation_forward, unsupported=lora_or_quantized)
-DEPTHWISE = Rule(
-    "depthwise_conv", gram=depthwise_gram, forward=pre_activation_forward, unsupported=lora_or_quantized
-)
-SEPARABLE = Rule(
-    "separable_conv", gram=separable_gram, forward=separable_forward, unsupported=lora_or_quantized
-)
+DEPTHWISE = Rule("depthwise_conv", gram=depthwise_gram, forward=pre_activation_forward, unsupported=lora_or_quantized)
+SEPARABLE = Rule("separable_conv", gram=separable_gram, forward=separable_forward, unsupported=lora_or_quantized)

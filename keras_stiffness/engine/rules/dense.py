@@ -37,6 +37,4 @@ def dense_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
     return out
 
 
-
-
 DENSE = Rule("dense", gram=dense_gram, forward=pre_activation_forward, unsupported=lora_or_quantized)

@@ -45,6 +45,4 @@ def embedding_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
     return {layer.embeddings.name: token_gram(ids[..., 0], d)}
 
 
-
-
 EMBEDDING = Rule("embedding", gram=embedding_gram, unsupported=lora_or_quantized)
