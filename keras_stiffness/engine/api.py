@@ -10,10 +10,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from keras_stiffness.engine.memory import CAPTURE_CHUNK
 from keras_stiffness.engine.units import model_units
-
-#: Probes per forward/backward pass of the capture.
-CAPTURE_CHUNK = 1024
 
 #: Layers already warned about, with the reasons; weak keys, so a new layer that reuses a collected
 #: layer's id() is still warned about.

@@ -12,17 +12,8 @@ from typing import Callable, Dict, List, Sequence
 import numpy as np
 
 from keras_stiffness import keras_compat
+from keras_stiffness.engine.memory import JACOBIAN_CACHE_ELEMENTS, JACOBIAN_CHUNK_ELEMENTS, PFOR_ELEMENTS
 from keras_stiffness.engine.rules.base import LayerCapture
-
-#: Per-example jacobian elements computed in one chunk (float32: 256 MiB).
-JACOBIAN_CHUNK_ELEMENTS = 2**26
-#: Per-example jacobian elements kept whole (float64: 6 GiB); beyond it, chunks are recomputed per
-#: block of the Gram (bounded memory, quadratic time in the number of chunks).
-JACOBIAN_CACHE_ELEMENTS = 3 * 2**28
-
-
-#: Vectorized (pfor) jacobians hold about ``chunk² × activations per example`` elements at once.
-PFOR_ELEMENTS = 2**27
 
 
 def chunk_size_for(width: int, n: int, activations: int = 0) -> int:

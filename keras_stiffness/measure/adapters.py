@@ -177,8 +177,9 @@ class KerasAdapter:
         return result
 
     def representations(self, x: np.ndarray, layers: LayerSelection = "all") -> Dict[str, np.ndarray]:
-        from keras_stiffness.engine.api import CAPTURE_CHUNK, cast_to_model_dtype
+        from keras_stiffness.engine.api import cast_to_model_dtype
         from keras_stiffness.engine.capture import capture
+        from keras_stiffness.engine.memory import CAPTURE_CHUNK
 
         x = cast_to_model_dtype(self.model, np.asarray(x))
         units = self._units()

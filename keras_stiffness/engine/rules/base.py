@@ -22,11 +22,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from keras_stiffness import keras_compat
-
-#: Largest float64 temporary a Gram product may allocate at once (elements). 2**25 = 256 MiB.
-BLOCK_ELEMENTS = 2**25
-#: Largest per-example gradient matrix kept whole (elements); beyond it, blocks are recomputed.
-MATERIALIZE_ELEMENTS = 2**27
+from keras_stiffness.engine.memory import BLOCK_ELEMENTS, MATERIALIZE_ELEMENTS
 
 
 @dataclasses.dataclass

@@ -7,8 +7,8 @@ from typing import Dict
 
 import numpy as np
 
+from keras_stiffness.engine.memory import BLOCK_ELEMENTS
 from keras_stiffness.engine.rules.base import (
-    BLOCK_ELEMENTS,
     LayerCapture,
     Rule,
     concat_calls,
