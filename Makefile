@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint bench peers venv clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,22 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/gram_bench.py
 	$(PY) bench/callback_overhead.py
+
+# Peer benchmark against neural-tangents (bench/peers/README.md): its own venv, since jax 0.4.23 needs
+# numpy<2 and the project venv has numpy 2. peer_bench.py runs here and calls nt_side.py in that venv.
+PEER_PYTHON ?= python3.11
+PEER_VENV := bench/peers/.venv
+PEER_PY := $(PEER_VENV)/bin/python
+PEER_STAMP := $(PEER_VENV)/.installed
+
+$(PEER_STAMP): bench/peers/requirements.txt
+	test -x $(PEER_PY) || $(PEER_PYTHON) -m venv $(PEER_VENV)
+	$(PEER_PY) -m pip install --quiet --upgrade pip
+	$(PEER_PY) -m pip install --quiet -r bench/peers/requirements.txt
+	touch $(PEER_STAMP)
+
+peers: $(STAMP) $(PEER_STAMP)
+	$(PY) bench/peers/peer_bench.py --peer-python $(PEER_PY)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -11,7 +11,9 @@ from typing import Dict, Optional
 import numpy as np
 
 from keras_stiffness.engine.memory import CAPTURE_CHUNK
-from keras_stiffness.engine.units import model_units
+from keras_stiffness.engine.rules.base import PRECISIONS
+from keras_stiffness.engine.units import model_units, trainable_blocks
+from keras_stiffness.validation import check_choice
 
 #: Layers already warned about, with the reasons; weak keys, so a new layer that reuses a collected
 #: layer's id() is still warned about.
@@ -136,19 +138,31 @@ def cast_to_model_dtype(model, x: np.ndarray) -> np.ndarray:
 
 
 def _warn_fallback(unit) -> None:
+    key = unit.layer if unit.layer is not None else _WARNED_SHARED
     try:
-        reasons = _WARNED.setdefault(unit.layer, set())
+        reasons = _WARNED.setdefault(key, set())
     except TypeError:  # not weakly referenceable: warn each time rather than risk a stale id
         reasons = set()
-    if unit.reason in reasons:
+    if (unit.name, unit.reason) in reasons:
         return
-    reasons.add(unit.reason)
+    reasons.add((unit.name, unit.reason))
+    if unit.layer is None:
+        what = f"Weight {unit.name.removeprefix('shared:')!r}"
+        how = "the exact per-example jacobian of the whole loss for it (slower)"
+    else:
+        what = f"Layer {unit.layer.name!r} ({type(unit.layer).__name__})"
+        how = "the exact per-example jacobian of its weights (slower)"
     warnings.warn(
-        f"Layer {unit.layer.name!r} ({type(unit.layer).__name__}): {unit.reason}; using the exact "
-        "per-example jacobian of its weights (slower). Register a rule with "
-        "keras_stiffness.register_rule to speed it up.",
+        f"{what}: {unit.reason}; using {how}. Register a rule with keras_stiffness.register_rule to speed it up.",
         stacklevel=3,
     )
+
+
+class _SharedKey:
+    """Weak-referenceable key under which warnings about shared variables are remembered."""
+
+
+_WARNED_SHARED = _SharedKey()
 
 
 def gradient_gram(
@@ -159,6 +173,7 @@ def gradient_gram(
     loss=None,
     method: str = "auto",
     chunk_size: Optional[int] = None,
+    precision: str = "float32",
 ) -> GramResult:
     """Exact Gram matrix ``G_ij = g_i · g_j`` of per-example loss gradients over all trainable weights.
 
@@ -173,6 +188,9 @@ def gradient_gram(
             or a callable ``(y_true, y_pred) -> (N,)`` per-example losses.
         method: ``"auto"``, ``"structured"`` or ``"jacobian"`` (see :class:`Method`).
         chunk_size: Probes per capture pass (default 1024).
+        precision: ``"float32"`` (default): the structured rules' Gram products are TensorFlow float32
+            ops where the model runs, accumulated in float64 across blocks and layers; ``"float64"``:
+            float64 throughout. Float64 models always get float64. The jacobian reference is float64.
 
     Returns:
         A :class:`GramResult`.
@@ -195,6 +213,7 @@ def gradient_gram(
     from keras_stiffness.engine.losses import check_labels, resolve_loss
 
     method = parse_method(method)
+    check_choice(precision, "precision", PRECISIONS)
     check_model(model)
     x, y = check_probes(x, y)
     per_example_loss, loss_name = resolve_loss(model, loss)
@@ -211,21 +230,24 @@ def gradient_gram(
         per_layer, losses = model_jacobian_grams(model, units, x, y, per_example_loss)
         rules = {u.name: "jacobian" for u in units}
     else:
-        per_layer, losses, rules = _structured(model, units, x, y, per_example_loss, chunk_size)
+        per_layer, losses, rules = _structured(model, units, x, y, per_example_loss, chunk_size, precision)
     check_losses(losses, loss_name)
     total = total_of(per_layer, len(x))
     return GramResult(total=total, per_layer=per_layer, rules=rules, method=method_used.value, losses=losses)
 
 
-def _structured(model, units, x, y, per_example_loss, chunk_size) -> tuple:
+def _structured(model, units, x, y, per_example_loss, chunk_size, precision="float32") -> tuple:
     from keras_stiffness.engine.capture import capture
     from keras_stiffness.engine.fallback import layer_fallback_gram
 
-    captures, losses, _ = capture(model, units, x, y, per_example_loss, chunk_size=chunk_size or CAPTURE_CHUNK)
+    captures, losses, _ = capture(
+        model, units, x, y, per_example_loss, chunk_size=chunk_size or CAPTURE_CHUNK, precision=precision
+    )
     n = len(x)
     per_layer: Dict[str, np.ndarray] = {}
     rules: Dict[str, str] = {}
-    for unit in _forward_order(units, captures):
+    shared = [u for u in units if u.layer is None]
+    for unit in _forward_order([u for u in units if u.layer is not None], captures):
         captured = captures.get(unit.name)
         if captured is None:  # the layer was never called: its weights get no gradient
             per_layer[unit.name] = np.zeros((n, n))
@@ -233,8 +255,17 @@ def _structured(model, units, x, y, per_example_loss, chunk_size) -> tuple:
             _warn_fallback(unit)
             per_layer[unit.name] = _sum(layer_fallback_gram(unit, captured), n)
         else:
-            per_layer[unit.name] = _sum(unit.rule.gram(unit.layer, captured), n)
+            per_layer[unit.name] = _sum(trainable_blocks(unit, unit.rule.gram(unit.layer, captured)), n)
         rules[unit.name] = unit.rule_name
+    if shared:  # tied weights: the exact per-example jacobian of the whole loss, those variables only
+        from keras_stiffness.engine.fallback import model_jacobian_grams
+
+        for unit in shared:
+            _warn_fallback(unit)
+        grams, _ = model_jacobian_grams(model, shared, x, y, per_example_loss)
+        for unit in shared:
+            per_layer[unit.name] = grams[unit.name]
+            rules[unit.name] = "jacobian"
     return per_layer, losses, rules
 
 

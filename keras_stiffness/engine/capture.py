@@ -77,6 +77,7 @@ def capture(
     *,
     chunk_size: int,
     grads: bool = True,
+    precision: str = "float32",
 ) -> tuple:
     """Run the capture pass over ``x`` in chunks.
 
@@ -87,6 +88,7 @@ def capture(
         per_example_loss: ``(y_true, y_pred) -> (n,)`` losses; unused when ``grads`` is False.
         chunk_size: Probes per forward/backward pass.
         grads: False for a forward-only pass (representations): only outputs are kept.
+        precision: Product precision handed to the rules (stored on each :class:`LayerCapture`).
 
     Returns:
         ``(captures, losses, outputs)``: ``{unit name: LayerCapture}``, ``(N,)`` per-example losses
@@ -95,6 +97,7 @@ def capture(
     """
     import tensorflow as tf
 
+    units = [u for u in units if u.layer is not None]  # shared-variable units have no layer to tap
     n = len(x)
     chunks: Dict[str, List[List[CallRecord]]] = {u.name: [] for u in units}
     outputs: Dict[str, List[np.ndarray]] = {u.name: [] for u in units}
@@ -168,7 +171,7 @@ def capture(
                     grads=_concat([p.grads for p in parts], rows),
                 )
             )
-        captures[unit.name] = LayerCapture(calls=calls, n=n)
+        captures[unit.name] = LayerCapture(calls=calls, n=n, precision=precision)
     merged_outputs = {k: np.concatenate(outputs[k], axis=0) for k in order if outputs[k]}
     loss_values = np.concatenate(losses) if grads else None
     return captures, loss_values, merged_outputs

@@ -49,13 +49,65 @@ def _own_variables(layer) -> list:
     return [v for v in layer.trainable_variables if id(v) not in inner]
 
 
+def _walked_builtins() -> tuple:
+    """Keras' own layers that only hold other layers and call them through ``__call__``, so the walk
+    goes inside and their sublayers get their own rules (attention projections, wrapped RNNs)."""
+    from keras import layers
+
+    return (layers.MultiHeadAttention, layers.Bidirectional, layers.TimeDistributed)
+
+
 def _is_container(layer) -> bool:
     import keras
 
     if isinstance(layer, keras.Model):
         return True
-    builtin = keras_compat.is_builtin_layer(layer)
-    return not builtin and bool(_sublayers(layer)) and not _own_variables(layer)
+    if not _sublayers(layer) or _own_variables(layer):
+        return False
+    return not keras_compat.is_builtin_layer(layer) or isinstance(layer, _walked_builtins())
+
+
+def _shared_variable_units(units: List[Unit]) -> List[Unit]:
+    """Variables used by several units (tied weights) get one unit of their own.
+
+    The per-example gradient of a shared variable is the sum of every layer's contribution, and its
+    Gram has the cross terms between them; no per-layer rule sees both, so these variables are
+    measured by the exact per-example jacobian of the whole loss, and left out of each layer's block.
+    """
+    owners: dict = {}
+    for u in units:
+        for v in u.variables:
+            owners.setdefault(id(v), (v, []))[1].append(u)
+    shared = [(v, us) for v, us in owners.values() if len({id(u) for u in us}) > 1]
+    extra = []
+    for v, us in shared:
+        for u in us:
+            u.variables = [w for w in u.variables if w is not v]
+        names = ", ".join(dict.fromkeys(u.name for u in us))
+        path = str(getattr(v, "path", None) or v.name)
+        extra.append(Unit(f"shared:{path}", None, None, f"variable shared by layers {names}", [v]))
+    return [u for u in units if u.variables] + extra
+
+
+def trainable_blocks(unit: Unit, blocks: dict) -> dict:
+    """The trainable-variable contract, in one place: a block for exactly the unit's trainable variables.
+
+    Rules may return blocks for every weight of their layer; here the blocks of frozen (or shared,
+    measured elsewhere) weights are dropped, and a trainable variable without a block is an error,
+    never a silent omission.
+
+    Raises:
+        RuntimeError: The rule gave no block for one of the unit's trainable variables.
+    """
+    wanted = {v.name for v in unit.variables}
+    missing = sorted(wanted - set(blocks))
+    if missing:
+        raise RuntimeError(
+            f"The Gram rule {unit.rule_name!r} of layer {unit.name!r} gave no block for its trainable "
+            f"variable(s) {missing}; expected one per trainable variable. This is a bug in the rule: "
+            "report it, and use method='jacobian' meanwhile."
+        )
+    return {name: g for name, g in blocks.items() if name in wanted}
 
 
 def model_units(model) -> List[Unit]:
@@ -65,7 +117,8 @@ def model_units(model) -> List[Unit]:
         model: A built Keras model.
 
     Returns:
-        Units covering every trainable variable exactly once.
+        Units covering every trainable variable exactly once (a variable shared between layers gets a
+        unit of its own, see :func:`_shared_variable_units`).
     """
     units: List[Unit] = []
     seen = set()
@@ -90,6 +143,7 @@ def model_units(model) -> List[Unit]:
         units.append(Unit(layer.name, layer, None, reason, list(layer.trainable_variables)))
 
     visit(model)
+    units = _shared_variable_units(units)
     names = [u.name for u in units]
     seen_names: dict = {}
     for u in units:

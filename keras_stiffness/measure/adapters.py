@@ -207,7 +207,14 @@ class KerasAdapter:
             "n_params": int(sum(np.prod(v.shape) for v in self.model.trainable_variables)),
             "loss": self.loss_name,
             "method": self.method,
-            "layers": [{"name": u.name, "class": type(u.layer).__name__, "rule": u.rule_name} for u in units],
+            "layers": [
+                {
+                    "name": u.name,
+                    "class": type(u.layer).__name__ if u.layer is not None else "shared variable",
+                    "rule": u.rule_name,
+                }
+                for u in units
+            ],
             "summary": "\n".join(lines),
         }
 

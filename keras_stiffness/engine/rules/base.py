@@ -53,10 +53,17 @@ class CallRecord:
 
 @dataclasses.dataclass
 class LayerCapture:
-    """All calls of one layer over all probes (arrays are probe-major, ``N`` rows)."""
+    """All calls of one layer over all probes (arrays are probe-major, ``N`` rows).
+
+    Attributes:
+        calls: One record per call of the layer (shared layers are called several times).
+        n: Number of probes.
+        precision: Precision of the Gram products the rule should use (see :data:`PRECISIONS`).
+    """
 
     calls: List[CallRecord]
     n: int
+    precision: str = "float32"
 
 
 #: A rule's Gram function: ``(layer, captured) -> {weight name: (N, N) float64}``.
@@ -126,22 +133,62 @@ def _row_block(n: int, per_row: int) -> int:
     return max(1, min(n, BLOCK_ELEMENTS // max(1, per_row)))
 
 
-def vector_gram(v: np.ndarray) -> np.ndarray:
-    """``V Vᵀ`` in float64 for per-example gradient vectors ``v`` of shape ``(n, p)``."""
-    v = np.asarray(v, dtype=np.float64).reshape(v.shape[0], -1)
-    return v @ v.T
+#: The two product precisions: float32 products accumulated in float64 (the default, fast, and
+#: exact to float32 rounding), or float64 throughout.
+PRECISIONS = ("float32", "float64")
 
 
-def product_gram(a: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """``(A Aᵀ) ⊙ (Δ Δᵀ)`` in float64 for one position per example, in row blocks."""
-    a = np.asarray(a, dtype=np.float64)
-    d = np.asarray(d, dtype=np.float64)
-    n = a.shape[0]
-    out = np.empty((n, n))
+def compute_dtype(precision: str, *values):
+    """The TensorFlow dtype of the products: float64 when asked, or when a factor already is float64."""
+    import tensorflow as tf
+
+    if precision == "float64" or any(getattr(v, "dtype", None) in (np.float64, tf.float64) for v in values):
+        return tf.float64
+    return tf.float32
+
+
+def _tensor(v, dtype):
+    import tensorflow as tf
+
+    return tf.cast(tf.convert_to_tensor(v), dtype)
+
+
+def _to_host(g) -> np.ndarray:
+    """A product block back as a float64 NumPy array (accumulation across blocks/layers is float64)."""
+    import tensorflow as tf
+
+    return tf.cast(g, tf.float64).numpy()
+
+
+def vector_gram(v, precision: str = "float32") -> np.ndarray:
+    """``V Vᵀ`` for per-example gradient vectors ``v`` of shape ``(n, ...)``, as float64.
+
+    The product is a TensorFlow matmul placed where the tensors live, in ``precision`` (see
+    :data:`PRECISIONS`).
+    """
+    import tensorflow as tf
+
+    dt = compute_dtype(precision, v)
+    v = _tensor(v, dt)
+    v = tf.reshape(v, (v.shape[0], -1))
+    return _to_host(tf.linalg.matmul(v, v, transpose_b=True))
+
+
+def product_gram(a, d, precision: str = "float32") -> np.ndarray:
+    """``(A Aᵀ) ⊙ (Δ Δᵀ)`` for one position per example, in row blocks, as float64."""
+    import tensorflow as tf
+
+    dt = compute_dtype(precision, a, d)
+    a, d = _tensor(a, dt), _tensor(d, dt)
+    n = int(a.shape[0])
     step = _row_block(n, 2 * n)
+    if step >= n:
+        return _to_host(tf.linalg.matmul(a, a, transpose_b=True) * tf.linalg.matmul(d, d, transpose_b=True))
+    out = np.empty((n, n))
     for lo in range(0, n, step):
         hi = min(n, lo + step)
-        out[lo:hi] = (a[lo:hi] @ a.T) * (d[lo:hi] @ d.T)
+        block = tf.linalg.matmul(a[lo:hi], a, transpose_b=True) * tf.linalg.matmul(d[lo:hi], d, transpose_b=True)
+        out[lo:hi] = _to_host(block)
     return out
 
 
@@ -153,7 +200,7 @@ def positions_cost(n: int, t: int, d: int, e: int) -> Dict[str, float]:
     }
 
 
-def positions_gram(a: np.ndarray, d: np.ndarray, route: Optional[str] = None) -> np.ndarray:
+def positions_gram(a, d, route: Optional[str] = None, precision: str = "float32") -> np.ndarray:
     """Exact Gram of ``J_n = Σ_t a_nt ⊗ δ_nt`` for ``a`` ``(n, t, d)`` and ``δ`` ``(n, t, e)``.
 
     Args:
@@ -161,6 +208,7 @@ def positions_gram(a: np.ndarray, d: np.ndarray, route: Optional[str] = None) ->
         d: Output gradients per position.
         route: ``"factorized"`` (``Σ_{t,s}(a·a)(δ·δ)``), ``"materialized"`` (form ``J``), or
             ``None`` to take the cheaper by :func:`positions_cost`.
+        precision: Product precision (see :data:`PRECISIONS`).
 
     Returns:
         ``(n, n)`` float64.
@@ -168,54 +216,62 @@ def positions_gram(a: np.ndarray, d: np.ndarray, route: Optional[str] = None) ->
     n, t, din = a.shape
     dout = d.shape[2]
     if t == 1:
-        return product_gram(a[:, 0], d[:, 0])
+        return product_gram(a[:, 0], d[:, 0], precision)
     if route is None:
         cost = positions_cost(n, t, din, dout)
         route = min(cost, key=cost.get)
     if route == "factorized":
-        return _factorized(a, d)
-    return _materialized(a, d)
+        return _factorized(a, d, precision)
+    return _materialized(a, d, precision)
 
 
-def _factorized(a: np.ndarray, d: np.ndarray) -> np.ndarray:
-    n, t, _ = a.shape
-    a2 = np.asarray(a, dtype=np.float64).reshape(n * t, -1)
-    d2 = np.asarray(d, dtype=np.float64).reshape(n * t, -1)
+def _factorized(a, d, precision: str = "float32") -> np.ndarray:
+    """``Σ_{t,s}(a_it·a_js)(δ_it·δ_js)``: products in ``precision``, the sum over position pairs in float64."""
+    import tensorflow as tf
+
+    dt = compute_dtype(precision, a, d)
+    a, d = _tensor(a, dt), _tensor(d, dt)
+    n, t = int(a.shape[0]), int(a.shape[1])
+    a2 = tf.reshape(a, (n * t, -1))
+    d2 = tf.reshape(d, (n * t, -1))
     out = np.empty((n, n))
     step = _row_block(n, 2 * n * t * t)
     for lo in range(0, n, step):
         hi = min(n, lo + step)
-        aa = a2[lo * t : hi * t] @ a2.T
-        aa *= d2[lo * t : hi * t] @ d2.T
-        out[lo:hi] = aa.reshape(hi - lo, t, n, t).sum(axis=(1, 3))
+        aa = tf.linalg.matmul(a2[lo * t : hi * t], a2, transpose_b=True)
+        aa = aa * tf.linalg.matmul(d2[lo * t : hi * t], d2, transpose_b=True)
+        aa = tf.cast(tf.reshape(aa, (hi - lo, t, n, t)), tf.float64)
+        out[lo:hi] = tf.reduce_sum(aa, axis=(1, 3)).numpy()
     return out
 
 
-def per_example_outer(a: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """``J_n = Σ_t a_nt ⊗ δ_nt`` flattened to ``(n, d·e)``: the per-example weight gradients.
+def per_example_outer(a, d, precision: str = "float32"):
+    """``J_n = Σ_t a_nt ⊗ δ_nt`` flattened to ``(n, d·e)``: the per-example weight gradients (a tensor).
 
-    A batched matrix product in the factors' own precision (TensorFlow, multi-threaded); the Gram
-    products of ``J`` are then accumulated in float64.
+    A batched matrix product in ``precision`` (TensorFlow, where the factors live).
     """
     import tensorflow as tf
 
-    j = tf.linalg.matmul(tf.convert_to_tensor(a), tf.convert_to_tensor(d), transpose_a=True)
-    return j.numpy().reshape(a.shape[0], -1)
+    dt = compute_dtype(precision, a, d)
+    j = tf.linalg.matmul(_tensor(a, dt), _tensor(d, dt), transpose_a=True)
+    return tf.reshape(j, (j.shape[0], -1))
 
 
-def _materialized(a: np.ndarray, d: np.ndarray) -> np.ndarray:
-    n, _, din = a.shape
-    width = din * d.shape[2]
+def _materialized(a, d, precision: str = "float32") -> np.ndarray:
+    import tensorflow as tf
+
+    n, din = int(a.shape[0]), int(a.shape[2])
+    width = din * int(d.shape[2])
     if n * width <= MATERIALIZE_ELEMENTS:
-        return vector_gram(per_example_outer(a, d))
+        return vector_gram(per_example_outer(a, d, precision), precision)
     # Too large to keep whole: form J in blocks and recompute the column blocks.
     step = max(1, MATERIALIZE_ELEMENTS // (2 * width))
     out = np.empty((n, n))
     for lo in range(0, n, step):
-        ji = per_example_outer(a[lo : lo + step], d[lo : lo + step])
+        ji = per_example_outer(a[lo : lo + step], d[lo : lo + step], precision)
         for lo2 in range(0, lo + 1, step):
-            jj = ji if lo2 == lo else per_example_outer(a[lo2 : lo2 + step], d[lo2 : lo2 + step])
-            block = ji @ jj.T
+            jj = ji if lo2 == lo else per_example_outer(a[lo2 : lo2 + step], d[lo2 : lo2 + step], precision)
+            block = _to_host(tf.linalg.matmul(ji, jj, transpose_b=True))
             out[lo : lo + step, lo2 : lo2 + step] = block
             out[lo2 : lo2 + step, lo : lo + step] = block.T
     return out

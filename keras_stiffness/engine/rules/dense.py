@@ -20,20 +20,20 @@ from keras_stiffness.engine.rules.base import (
 
 def dense_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
     """Kernel: ``Σ_{t,s}(a·a)(δ·δ)`` (``(AAᵀ)⊙(ΔΔᵀ)`` for one position); bias: ``(Σ_t δ)(Σ_s δ)ᵀ``."""
-    n = captured.n
+    n, p = captured.n, captured.precision
     a = concat_calls([as_positions(c.inputs, n) for c in captured.calls])
     d = concat_calls([as_positions(c.grads["out"], n) for c in captured.calls])
     if a.shape[1] == 1:  # one position: Δ Δᵀ serves the kernel and is the bias Gram
-        dd = vector_gram(d[:, 0])
-        kernel = vector_gram(a[:, 0])
+        dd = vector_gram(d[:, 0], p)
+        kernel = vector_gram(a[:, 0], p)
         kernel *= dd
         out = {layer.kernel.name: kernel}
         if layer.bias is not None:
             out[layer.bias.name] = dd
         return out
-    out = {layer.kernel.name: positions_gram(a, d)}
+    out = {layer.kernel.name: positions_gram(a, d, precision=p)}
     if layer.bias is not None:
-        out[layer.bias.name] = vector_gram(d.sum(axis=1))
+        out[layer.bias.name] = vector_gram(d.sum(axis=1), p)
     return out
 
 

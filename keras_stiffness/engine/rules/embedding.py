@@ -11,29 +11,34 @@ from keras_stiffness.engine.memory import BLOCK_ELEMENTS
 from keras_stiffness.engine.rules.base import (
     LayerCapture,
     Rule,
+    compute_dtype,
     concat_calls,
     lora_or_quantized,
 )
 
 
-def token_gram(ids: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """``G_ij = Σ_{t,s} [ids_it = ids_js] (δ_it·δ_js)`` in float64, in row blocks.
+def token_gram(ids: np.ndarray, d, precision: str = "float32") -> np.ndarray:
+    """``G_ij = Σ_{t,s} [ids_it = ids_js] (δ_it·δ_js)`` as float64, in row blocks.
 
     Args:
         ids: ``(n, t)`` integer token ids.
         d: ``(n, t, e)`` output gradients.
+        precision: Product precision (the sum over position pairs is float64).
     """
+    import tensorflow as tf
+
     n, t = ids.shape
-    flat_ids = ids.reshape(-1)
-    flat_d = np.asarray(d, dtype=np.float64).reshape(n * t, -1)
+    flat_ids = tf.convert_to_tensor(ids.reshape(-1))
+    dt = compute_dtype(precision, d)
+    flat_d = tf.reshape(tf.cast(tf.convert_to_tensor(d), dt), (n * t, -1))
     out = np.empty((n, n))
     step = max(1, min(n, BLOCK_ELEMENTS // max(1, 2 * n * t * t)))
     for lo in range(0, n, step):
         hi = min(n, lo + step)
-        rows = slice(lo * t, hi * t)
-        prod = flat_d[rows] @ flat_d.T
-        prod *= flat_ids[rows, None] == flat_ids[None, :]
-        out[lo:hi] = prod.reshape(hi - lo, t, n, t).sum(axis=(1, 3))
+        prod = tf.linalg.matmul(flat_d[lo * t : hi * t], flat_d, transpose_b=True)
+        same = tf.cast(tf.equal(flat_ids[lo * t : hi * t, None], flat_ids[None, :]), dt)
+        prod = tf.cast(tf.reshape(prod * same, (hi - lo, t, n, t)), tf.float64)
+        out[lo:hi] = tf.reduce_sum(prod, axis=(1, 3)).numpy()
     return out
 
 
@@ -42,7 +47,7 @@ def embedding_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
     n = captured.n
     ids = concat_calls([np.asarray(c.inputs).astype(np.int64).reshape(n, -1, 1) for c in captured.calls])
     d = concat_calls([np.asarray(c.grads["out"]).reshape(n, -1, layer.output_dim) for c in captured.calls])
-    return {layer.embeddings.name: token_gram(ids[..., 0], d)}
+    return {layer.embeddings.name: token_gram(ids[..., 0], d, captured.precision)}
 
 
 EMBEDDING = Rule("embedding", gram=embedding_gram, unsupported=lora_or_quantized)
