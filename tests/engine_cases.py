@@ -151,6 +151,48 @@ def frozen():
     return model
 
 
+def frozen_kernel():
+    """A Dense kernel frozen while its bias trains (and, after it, a frozen bias with a training kernel)."""
+    model = _seq(
+        (6,),
+        L.Dense(7, activation="tanh", name="kernel_frozen"),
+        L.Dense(5, activation="relu", name="bias_frozen"),
+        L.Dense(3, name="head"),
+    )
+    model.get_layer("kernel_frozen").kernel.trainable = False
+    model.get_layer("bias_frozen").bias.trainable = False
+    return model
+
+
+def tied_weights():
+    """An output projection tied to the embedding table (the same variable in two layers)."""
+
+    class TiedOutput(L.Layer):
+        """``h @ Eᵀ`` with the embedding's own table ``E`` (tracked here too: one variable, two layers)."""
+
+        def __init__(self, table, **kwargs):
+            super().__init__(**kwargs)
+            self.table = table
+
+        def call(self, h):
+            return keras.ops.matmul(h, keras.ops.transpose(self.table))
+
+    inp = keras.Input((4,), dtype="int32")
+    embedding = L.Embedding(6, 5, name="embedding")
+    h = L.GlobalAveragePooling1D()(L.Dense(5, activation="tanh", name="mix")(embedding(inp)))
+    embedding.build((None, 4))
+    out = TiedOutput(embedding.embeddings, name="tied")(h)
+    return keras.Model(inp, out, name="tied_model")
+
+
+def lora_dense():
+    model = _seq((6,), L.Dense(5, activation="tanh", name="d1"), L.Dense(3, name="head"))
+    model.get_layer("d1").enable_lora(2)
+    lora = model.get_layer("d1")
+    lora.lora_kernel_b.assign(np.random.default_rng(0).normal(size=lora.lora_kernel_b.shape).astype("float32"))
+    return model
+
+
 def dense_sequence():
     return _seq(
         (5, 7),
@@ -432,6 +474,10 @@ CASES = [
     Case("shared_dense", shared_dense, normal(6), classes(3), loss=LOGITS),
     Case("nested_models", nested, normal(7), classes(3), loss=LOGITS),
     Case("frozen_weights", frozen, normal(6), classes(3), loss=LOGITS),
+    Case("frozen_kernel_and_bias", frozen_kernel, normal(6), classes(3), loss=LOGITS),
+    # The tied table is measured by the whole loss's jacobian for that variable (unit "shared:…").
+    Case("tied_weights", tied_weights, tokens(4, 6), classes(6), loss=LOGITS),
+    Case("lora", lora_dense, normal(6), classes(3), loss=LOGITS, fallback=("d1",)),
     Case("dense_sequence", dense_sequence, normal(5, 7), classes(3), loss=LOGITS),
     Case("subclassed", subclassed, normal(9), classes(4), loss=LOGITS),
     Case("conv1d", conv1d, normal(16, 3), classes(3), loss=LOGITS),

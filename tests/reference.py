@@ -45,7 +45,10 @@ class Reference:
     per_variable: Dict[str, np.ndarray]
 
     def block(self, layer_name: str) -> np.ndarray:
-        """Sum of the blocks of the variables whose path goes through a layer called ``layer_name``."""
+        """Sum of the blocks of the variables whose path goes through a layer called ``layer_name``
+        (``"shared:PATH"`` names the block of the variable ``PATH`` shared between layers)."""
+        if layer_name.startswith("shared:"):
+            return self.per_variable[layer_name.removeprefix("shared:")]
         return sum(g for path, g in self.per_variable.items() if layer_name in path.split("/"))
 
 

@@ -112,3 +112,9 @@ def test_loss_that_reduces_over_the_batch(model, probes):
     mean_loss = lambda y_true, y_pred: keras.ops.mean(LOSS.call(y_true, y_pred))  # noqa: E731
     with pytest.raises(ValueError, match=r"returned a single scalar; expected one value per example"):
         gradient_gram(model, x, y, loss=mean_loss)
+
+
+def test_unknown_precision(model, probes):
+    x, y = probes
+    with pytest.raises(ValueError, match=r"Received: precision='float16'; expected one of 'float32', 'float64'"):
+        gradient_gram(model, x, y, loss=LOSS, precision="float16")

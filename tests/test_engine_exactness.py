@@ -18,6 +18,8 @@ from keras_stiffness import gradient_gram
 pytestmark = pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`:UserWarning")
 
 METHODS = ["structured", "auto", "jacobian"]
+#: Every method in each product precision it has (the jacobian reference is float64 throughout).
+METHOD_PRECISIONS = [(m, p) for m in METHODS for p in ("float32", "float64") if m != "jacobian" or p == "float64"]
 FALLBACK = "fallback:jacobian"
 
 
@@ -29,14 +31,14 @@ def problem(name):
     return model, x, y, case.loss, reference_gram(model, x, y, case.loss)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method,precision", METHOD_PRECISIONS)
 @pytest.mark.parametrize("name", [c.name for c in CASES])
-def test_gram_matches_reference(name, method):
+def test_gram_matches_reference(name, method, precision):
     case = case_named(name)
     model, x, y, loss, ref = problem(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fallback warnings: tested below
-        result = gradient_gram(model, x, y, loss=loss, method=method)
+        result = gradient_gram(model, x, y, loss=loss, method=method, precision=precision)
 
     assert result.total.shape == (case.n, case.n)
     assert relative_error(result.total, ref.total) < 1e-5
@@ -45,7 +47,7 @@ def test_gram_matches_reference(name, method):
     scale = np.linalg.norm(ref.total)
     for layer_name, block in result.per_layer.items():
         assert np.linalg.norm(block - ref.block(layer_name)) / scale < 1e-5, layer_name
-    covered = [p for p in ref.per_variable if any(u in p.split("/") for u in result.per_layer)]
+    covered = [p for p in ref.per_variable if any(u in p.split("/") or u == f"shared:{p}" for u in result.per_layer)]
     assert covered == list(ref.per_variable)  # every variable belongs to some reported block
     resolved = case.auto_method if method == "auto" else method
     if resolved == "structured":
