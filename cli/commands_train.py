@@ -52,10 +52,11 @@ Progress goes to stderr (one line per epoch); the summary (or --format json) to 
 @data_options
 @click.option(
     "--arch",
-    type=click.Choice(["mlp", "cnn"]),
+    type=click.Choice(["mlp", "cnn", "resnet20"]),
     default="mlp",
     show_default=True,
-    help="mlp: Dense 500-300-100 ReLU; cnn: Conv 3x3 16-32-32 with 2x2 max pooling.",
+    help="mlp: Dense 500-300-100 ReLU; cnn: Conv 3x3 16-32-32 with 2x2 max pooling; resnet20: ResNet20 v1 "
+    "without batch normalization (16/32/64 filters).",
 )
 @click.option("--epochs", type=click.IntRange(min=1), default=DEFAULT_EPOCHS, show_default=True)
 @click.option(

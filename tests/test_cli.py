@@ -102,3 +102,11 @@ def test_unknown_dataset_name_is_a_usage_error(tmp_path):
     assert "tfds:mnist" in result.stderr and "Traceback" not in result.output
     result = CliRunner().invoke(cli, ["train", "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_train_arch_choices_match_the_library():
+    from keras_stiffness.app.models import ARCHITECTURES
+    from keras_stiffness.cli.commands_train import train_command
+
+    (arch,) = [p for p in train_command.params if p.name == "arch"]
+    assert tuple(arch.type.choices) == ARCHITECTURES
