@@ -90,6 +90,19 @@ def tokens(length: int, vocab: int) -> Callable:
     return draw
 
 
+def padded_tokens(length: int, vocab: int) -> Callable:
+    """Ids in ``[1, vocab)`` with trailing zeros (padding) of several lengths; every sequence starts
+    with a real token, so masked averages stay defined."""
+
+    def draw(rng, n):
+        ids = tokens(length, vocab)(rng, n) % (vocab - 1) + 1
+        for i in range(n):
+            ids[i, length - i % 3 :] = 0  # no, one or two padding steps
+        return ids.astype(np.int32)
+
+    return draw
+
+
 # --- models -----------------------------------------------------------------------------------
 
 
@@ -191,6 +204,13 @@ def lora_dense():
     lora = model.get_layer("d1")
     lora.lora_kernel_b.assign(np.random.default_rng(0).normal(size=lora.lora_kernel_b.shape).astype("float32"))
     return model
+
+
+def resnet20():
+    """The paper's ResNet20 (no batch normalization) on tiny images: 19 convolutions, projections, adds."""
+    from keras_stiffness.app.models import paper_resnet20
+
+    return paper_resnet20((6, 6, 1), 3)
 
 
 def dense_sequence():
@@ -399,6 +419,86 @@ def attention():
     return keras.Model(inp, out, name="attention")
 
 
+def einsum_dense():
+    """Three EinsumDense equations: on sequences, to several output letters, from several contracted
+    letters; and one without bias."""
+    return _seq(
+        (5, 6),
+        L.EinsumDense("abc,cd->abd", (5, 4), bias_axes="d", activation="relu", name="per_step"),
+        L.EinsumDense("abc,cde->abde", (5, 2, 3), bias_axes="de", activation="tanh", name="heads"),
+        L.EinsumDense("abcd,cde->abe", (5, 4), bias_axes="e", name="merge"),
+        L.Flatten(),
+        L.EinsumDense("ab,bc->ac", 3, name="head_nobias"),
+    )
+
+
+def einsum_dense_diagonal():
+    """Letters in input, kernel and output (a weight per position/feature), and an input-only letter."""
+    return _seq(
+        (4, 6),
+        L.EinsumDense("abc,bc->abc", (4, 6), bias_axes="bc", activation="tanh", name="diag"),
+        L.EinsumDense("abc,bcd->abd", (4, 3), bias_axes="d", activation="relu", name="per_position"),
+        L.EinsumDense("abc,cd->ad", 3, bias_axes="d", name="pooled_head"),
+    )
+
+
+def einsum_dense_ellipsis():
+    """Ellipses on either side and a bias along a position letter. (Letters repeated inside one operand
+    are in tests/test_rules_einsum.py: TensorFlow cannot vectorize their gradient for the jacobian.)"""
+    return _seq(
+        (3, 3, 4),
+        L.EinsumDense("...c,cd->...d", 5, bias_axes="d", activation="relu", name="left_ellipsis"),
+        L.EinsumDense("ab...,bc->ac...", 2, bias_axes="c", activation="tanh", name="right_ellipsis"),
+        L.EinsumDense("abcd,ce->abe", (2, 4), bias_axes="b", activation="tanh", name="position_bias"),
+        L.Flatten(),
+        L.Dense(3, name="head"),
+    )
+
+
+def transformer_encoder():
+    """Embedding(mask_zero) → self-attention under the padding mask → residual, LayerNorm → FFN →
+    residual, LayerNorm → masked average pooling → Dense."""
+    inp = keras.Input((6,), dtype="int32")
+    h = L.Embedding(13, 8, mask_zero=True, name="embed")(inp)
+    a = L.MultiHeadAttention(num_heads=2, key_dim=4, name="mha")(h, h)
+    h = L.LayerNormalization(name="ln1")(L.Add()([h, a]))
+    f = L.Dense(8, name="ffn_out")(L.Dense(12, activation="relu", name="ffn_in")(h))
+    h = L.LayerNormalization(name="ln2")(L.Add()([h, f]))
+    out = L.Dense(3, name="head")(L.GlobalAveragePooling1D()(h))
+    return keras.Model(inp, out, name="encoder")
+
+
+def causal_attention():
+    """Causal self-attention with an explicit padding mask built from the token ids."""
+    inp = keras.Input((5,), dtype="int32")
+    h = L.Embedding(11, 6, name="embed")(inp)
+    pad = keras.ops.not_equal(inp, 0)
+    mask = keras.ops.logical_and(pad[:, None, :], pad[:, :, None])
+    a = L.MultiHeadAttention(num_heads=2, key_dim=3, name="mha")(h, h, attention_mask=mask, use_causal_mask=True)
+    out = L.Dense(3, name="head")(L.Flatten()(a))
+    return keras.Model(inp, out, name="causal")
+
+
+def cross_attention():
+    """Queries from the first two steps (one Dense branch), keys and values from the last four (another)."""
+    inp = keras.Input((6, 5))
+    q = L.Dense(4, activation="tanh", name="q_branch")(inp[:, :2])
+    kv = L.Dense(4, activation="tanh", name="kv_branch")(inp[:, 2:])
+    a = L.MultiHeadAttention(num_heads=2, key_dim=3, value_dim=2, output_shape=5, name="mha")(q, kv)
+    out = L.Dense(3, name="head")(L.Flatten()(a))
+    return keras.Model(inp, out, name="cross")
+
+
+def attention_nobias_key_value():
+    """``use_bias=False`` and a key different from the value (two Dense branches of one input)."""
+    inp = keras.Input((4, 5))
+    k = L.Dense(5, activation="tanh", name="k_branch")(inp)
+    v = L.Dense(3, name="v_branch")(inp)
+    a = L.MultiHeadAttention(num_heads=3, key_dim=2, use_bias=False, name="mha")(inp, v, key=k)
+    out = L.Dense(3, name="head")(L.Flatten()(a))
+    return keras.Model(inp, out, name="key_value")
+
+
 def custom_weight():
     class ScaleShift(L.Layer):
         """A layer with its own weights and no rule: ``x * exp(s) + b``."""
@@ -478,6 +578,7 @@ CASES = [
     # The tied table is measured by the whole loss's jacobian for that variable (unit "shared:…").
     Case("tied_weights", tied_weights, tokens(4, 6), classes(6), loss=LOGITS),
     Case("lora", lora_dense, normal(6), classes(3), loss=LOGITS, fallback=("d1",)),
+    Case("resnet20", resnet20, normal(6, 6, 1), classes(3), compiled_loss="sparse_categorical_crossentropy", n=5),
     Case("dense_sequence", dense_sequence, normal(5, 7), classes(3), loss=LOGITS),
     Case("subclassed", subclassed, normal(9), classes(4), loss=LOGITS),
     Case("conv1d", conv1d, normal(16, 3), classes(3), loss=LOGITS),
@@ -501,14 +602,15 @@ CASES = [
     Case("layernorm", layernorm, normal(5, 6), classes(3), loss=LOGITS),
     Case("recurrent", recurrent, normal(5, 3), classes(3), loss=LOGITS, fallback=("lstm", "gru")),
     Case("lstm_only", lstm_only, normal(4, 2), classes(3), loss=LOGITS, fallback=("lstm",), auto_method="jacobian"),
-    Case(
-        "attention",
-        attention,
-        normal(4, 6),
-        classes(3),
-        loss=LOGITS,
-        fallback=("query", "key", "value", "attention_output"),
-    ),
+    # MultiHeadAttention is measured through its EinsumDense projections (query, key, value, output).
+    Case("attention", attention, normal(4, 6), classes(3), loss=LOGITS),
+    Case("einsum_dense", einsum_dense, normal(5, 6), classes(3), loss=LOGITS),
+    Case("einsum_dense_diagonal", einsum_dense_diagonal, normal(4, 6), classes(3), loss=LOGITS),
+    Case("einsum_dense_ellipsis", einsum_dense_ellipsis, normal(3, 3, 4), classes(3), loss=LOGITS),
+    Case("transformer_encoder", transformer_encoder, padded_tokens(6, 13), classes(3), loss=LOGITS),
+    Case("causal_attention", causal_attention, padded_tokens(5, 11), classes(3), loss=LOGITS),
+    Case("cross_attention", cross_attention, normal(6, 5), classes(3), loss=LOGITS),
+    Case("attention_nobias_key_value", attention_nobias_key_value, normal(4, 5), classes(3), loss=LOGITS),
     Case("custom_weight", custom_weight, normal(6), classes(3), loss=LOGITS, fallback=("scale",)),
     Case("custom_container", custom_container, normal(6), classes(3), loss=LOGITS),
     Case("dropout", dropout, normal(8), classes(3), loss=LOGITS),
