@@ -16,6 +16,7 @@ import numpy as np
 
 from keras_stiffness.engine.api import GramResult, check_losses, check_probes, parse_method, total_of
 from keras_stiffness.measure.config import LayerSelection
+from keras_stiffness.validation import check_choice
 
 
 @runtime_checkable
@@ -133,6 +134,7 @@ class KerasAdapter:
         loss: Defaults to the compiled loss (see :func:`keras_stiffness.gradient_gram`).
         method: ``"auto"``, ``"structured"`` or ``"jacobian"``.
         chunk_size: Probes per pass (default 1024).
+        precision: Gram product precision, ``"float32"`` (float64 accumulation) or ``"float64"``.
 
     Example:
         >>> import keras
@@ -147,7 +149,9 @@ class KerasAdapter:
         ['input', 'hidden', 'out']
     """
 
-    def __init__(self, model, *, loss=None, method: str = "auto", chunk_size: Optional[int] = None):
+    def __init__(
+        self, model, *, loss=None, method: str = "auto", chunk_size: Optional[int] = None, precision: str = "float32"
+    ):
         from keras_stiffness.engine.api import check_model
         from keras_stiffness.engine.losses import resolve_loss
 
@@ -156,6 +160,7 @@ class KerasAdapter:
         self.loss = loss
         self.method = parse_method(method).value
         self.chunk_size = chunk_size
+        self.precision = check_choice(precision, "precision", ("float32", "float64"))
         _, self.loss_name = resolve_loss(model, loss)
         self._order: Optional[List[str]] = None
 
@@ -172,7 +177,9 @@ class KerasAdapter:
     def gram(self, x: np.ndarray, y: np.ndarray) -> GramResult:
         from keras_stiffness.engine.api import gradient_gram
 
-        result = gradient_gram(self.model, x, y, loss=self.loss, method=self.method, chunk_size=self.chunk_size)
+        result = gradient_gram(
+            self.model, x, y, loss=self.loss, method=self.method, chunk_size=self.chunk_size, precision=self.precision
+        )
         self._order = list(result.per_layer)
         return result
 
