@@ -8,7 +8,11 @@ Same probes for every method in one run:
    dense layer to 10; 32×32×3 input) at N = 500: the same;
 3. the structured time over one plain forward + backward pass (``tf.GradientTape``, summed loss,
    gradient with respect to the trainable variables) on the same probes: how close to the floor;
-4. the MLP at N = 10,000, structured, in a child process: time and the child's peak RSS.
+4. the MLP at N = 10,000, structured, in a child process: time and the child's peak RSS;
+5. the models people train now, each in its own process (``bench/transformer_probe.py``: a 2-block
+   transformer classifier, and ``bench/lstm_probe.py``: Embedding → LSTM → Dense; T = 32, N = 256):
+   ``gradient_gram(method="auto")`` time, its ratio to one plain forward + backward of the same probes,
+   and peak RSS (targets: ≤ 5× and ≤ 2 GiB).
 
 Data are synthetic standard-normal inputs with random labels (nothing is downloaded). The fast paths
 are timed as the median of a few repeats after one warm-up; the jacobian once.
@@ -210,9 +214,22 @@ def report(rows, big, quick):
         print(f"  {'PASS' if ok else 'FAIL'}  {label:<45} measured {value}")
 
 
+def modern():
+    """Run the transformer and LSTM probes, each in a fresh process, and relay what they print."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for script in ("transformer_probe.py", "lstm_probe.py"):
+        print(f"\n{script}")
+        proc = subprocess.run([sys.executable, os.path.join(here, script)], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{script} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        for line in proc.stdout.splitlines():
+            print(f"  {line}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller N (200 / 100 / 2000)")
+    parser.add_argument("--no-modern", action="store_true", help="skip the transformer and LSTM probes")
     parser.add_argument("--child-large", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_large is not None:
@@ -225,6 +242,8 @@ def main(argv=None):
     big = large(n_big)  # first, so the child's peak is not mixed with anything else
     rows = [compare("mlp", build_mlp, (784,), n_mlp), compare("cnn", build_cnn, (32, 32, 3), n_cnn)]
     report(rows, big, args.quick)
+    if not args.no_modern:
+        modern()
 
 
 if __name__ == "__main__":

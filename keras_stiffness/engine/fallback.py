@@ -225,13 +225,27 @@ def model_jacobian_grams(model, units, x, y, per_example_loss) -> tuple:
     sources = [_tf_variable(v) for v in variables]
     use_pfor = pfor_is_exact(model)
 
-    @tf.function(reduce_retracing=True)
+    def make_jac(pfor: bool):
+        @tf.function(reduce_retracing=True)
+        def jac(xb, yb):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                for v in sources:
+                    tape.watch(v)
+                loss = per_example_loss(yb, model(xb, training=False))
+            return loss, tape.jacobian(loss, sources, experimental_use_pfor=pfor)
+
+        return jac
+
+    compiled = {"jac": make_jac(use_pfor)}
+
     def jac(xb, yb):
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            for v in sources:
-                tape.watch(v)
-            loss = per_example_loss(yb, model(xb, training=False))
-        return loss, tape.jacobian(loss, sources, experimental_use_pfor=use_pfor)
+        try:
+            return compiled["jac"](xb, yb)
+        except Exception:  # noqa: BLE001 - pfor has no converter for some ops (e.g. NCHW bias_add)
+            if not use_pfor or compiled.get("fallback"):
+                raise
+            compiled["jac"], compiled["fallback"] = make_jac(False), True  # the while loop is exact too
+            return compiled["jac"](xb, yb)
 
     def chunk(lo: int, hi: int):
         loss, jac_values = jac(tf.convert_to_tensor(x[lo:hi]), tf.convert_to_tensor(y[lo:hi]))
