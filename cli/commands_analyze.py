@@ -126,7 +126,9 @@ def analyze_command(
     from keras_stiffness.measure.config import MeasureConfig
 
     dataset = load_data(data, data_dir=data_dir, seed=seed)
-    check_model_fits(model, dataset)
+    dataset, note = check_model_fits(model, dataset)  # may reshape the inputs to the model's shape
+    if note:
+        click.echo(note, err=True)
     adapter = as_adapter(model, loss=loss)  # the edge: from here on only the adapter protocol is used
     layer_names = parse_name_list(layers)
     if layer_names is not None:

@@ -14,9 +14,11 @@ PLOT_HELP = """Write the PNG figures of one or more run files; print the written
 
 For each RUN file: class matrices, stiffness along training, stiffness vs distance, critical length
 xi, per-layer stiffness. The figures go next to each run file, or into --out DIR (file names then
-prefixed by the run's name when several runs share the folder). With two or more runs, also a figure
-of xi against the learning rate (the runs of one sweep), written to --sweep-out, default
-lr-sweep.png in --out or in the runs' common parent folder.
+prefixed by the run's name when several runs share the folder). With runs at two or more learning
+rates, also a figure of xi against the learning rate (the runs of one sweep), written to --sweep-out,
+default lr-sweep.png in --out or in the runs' common parent folder. Runs at the same learning rate
+are seeds: drawn as their mean with a min-max band. --match both (default) draws two rows, the
+runs at the last common epoch and at a common train loss; epoch or loss draws that row alone.
 """
 
 INSPECT_HELP = """Show what a run file holds: configuration, probes, and one line per measurement with
@@ -76,10 +78,10 @@ def plan_plots(paths: Sequence[str], out: str | None) -> List[tuple]:
 )
 @click.option(
     "--match",
-    type=click.Choice(["epoch", "loss"]),
-    default="epoch",
+    type=click.Choice(["both", "epoch", "loss"]),
+    default="both",
     show_default=True,
-    help="Sweep figure: compare runs at the last common epoch, or at a common train loss.",
+    help="Sweep figure: compare runs at the last common epoch, at a common train loss, or both (two rows).",
 )
 @click.option(
     "--sweep-out",

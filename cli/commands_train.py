@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pathlib
+from typing import List, Optional
 
 import click
 
@@ -32,9 +32,15 @@ Several learning rates (--lr 1e-4 --lr 1e-3, or --lr 1e-4,3e-4,1e-3) run a sweep
 the same data, probes and initialization, plus a figure of the critical length xi against the
 learning rate.
 
+Several seeds (--seeds 0,1,2, or repeated) run each learning rate once per seed. A seed sets the
+model's initialization and the training order (shuffling); the data split and the probes stay
+those of --seed, so every run is measured on the same probes. The sweep figure then draws, per
+learning rate, the mean across seeds with a min-max band.
+
 \b
 Output layout (under --out, default runs/):
   <arch>-<data>-lr<lr>/          one folder per run, e.g. runs/mlp-digits-lr0.001/
+                                 (with several --seeds: runs/mlp-digits-lr0.001-seed1/)
     run.h5                       HDF5 run file: kstiff inspect / kstiff plot / open_run()
     summary.json                 the summary printed at the end
     class_matrices.png           class stiffness matrices (first, middle, last measurement)
@@ -42,10 +48,35 @@ Output layout (under --out, default runs/):
     stiffness_vs_distance.png    stiffness vs distance, input and each layer
     critical_length.png          xi per layer along training
     layer_stiffness.png          stiffness of each layer's own weights
-  <arch>-<data>-lr-sweep.png     with several --lr: xi vs learning rate
+  <arch>-<data>-lr-sweep.png     with several --lr: xi vs learning rate, runs matched at the
+                                 last common epoch (top) and at a common train loss (bottom)
 
 Progress goes to stderr (one line per epoch); the summary (or --format json) to stdout.
 """
+
+
+def parse_seed_list(ctx: click.Context, param: click.Parameter, values) -> Optional[List[int]]:
+    """Repeated and/or comma-separated non-negative integers (``--seeds 0,1 --seeds 2``); None if absent."""
+    out: List[int] = []
+    for value in values or ():
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                seed = int(part)
+            except ValueError as exc:
+                raise click.BadParameter(
+                    f"{part!r} is not an integer; expected non-negative integers such as 0, repeated or "
+                    "comma-separated (--seeds 0,1,2).",
+                    ctx=ctx,
+                    param=param,
+                ) from exc
+            if seed < 0:
+                raise click.BadParameter(f"{part!r} is negative; expected seeds >= 0.", ctx=ctx, param=param)
+            if seed not in out:
+                out.append(seed)
+    return out or None
 
 
 @click.command("train", help=TRAIN_HELP, short_help="Train the paper's net while measuring stiffness.")
@@ -68,6 +99,15 @@ Progress goes to stderr (one line per epoch); the summary (or --format json) to 
     metavar="LR[,LR...]",
     callback=parse_float_list,
     help="Adam learning rate; repeat or comma-separate for a sweep.",
+)
+@click.option(
+    "--seeds",
+    "seeds",
+    multiple=True,
+    metavar="S[,S...]",
+    callback=parse_seed_list,
+    help="Seeds of the initialization and the training order, one run per (learning rate, seed); "
+    "data split and probes stay those of --seed. Default: --seed.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option(
@@ -98,6 +138,7 @@ def train_command(
     arch,
     epochs,
     lrs,
+    seeds,
     batch_size,
     every_n_epochs,
     out,
@@ -107,7 +148,7 @@ def train_command(
     fmt,
 ):
     from keras_stiffness.app.report import train_summary_text
-    from keras_stiffness.app.train import TrainConfig, check_outputs, run_dir_name, train_sweep
+    from keras_stiffness.app.train import TrainConfig, check_outputs, plan_sweep, train_sweep
 
     config = TrainConfig(
         data=data,
@@ -121,17 +162,23 @@ def train_command(
         seed=seed,
         every_n_epochs=every_n_epochs,
     )
-    run_dirs = [pathlib.Path(out) / run_dir_name(arch, data, lr) for lr in lrs]
+    plans = plan_sweep(config, lrs, seeds, out)
     with as_usage_error((FileExistsError, NotADirectoryError, PermissionError), "'--out'"):
-        check_outputs(run_dirs, overwrite=overwrite)
+        check_outputs([run_dir for _, run_dir in plans], overwrite=overwrite)  # every run, before any training
     progress = progress_printer(quiet)
     if progress is not None:
         progress(f"kstiff train: loading TensorFlow and data {data!r} ...")
-    result = train_sweep(config, lrs, out, overwrite=overwrite, figures=not no_figures, progress=progress)
+    result = train_sweep(config, lrs, out, seeds=seeds, overwrite=overwrite, figures=not no_figures, progress=progress)
     if fmt == "json":
         echo_json(result)
         return
     texts = [train_summary_text(summary) for summary in result["runs"]]
     click.echo("\n\n".join(texts))
+    if len(result["runs"]) > 1:
+        n_lr = len({r["train"]["lr"] for r in result["runs"]})
+        n_seed = len({r["train"]["init_seed"] for r in result["runs"]})
+        lines = [f"\nRuns: {len(result['runs'])} ({n_lr} learning rate(s) x {n_seed} seed(s))"]
+        lines += [f"  lr {r['train']['lr']:g}  seed {r['train']['init_seed']}  {r['run_dir']}" for r in result["runs"]]
+        click.echo("\n".join(lines))
     if result["sweep_figure"]:
         click.echo(f"\nSweep figure (xi vs learning rate): {result['sweep_figure']}")

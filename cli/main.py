@@ -3,6 +3,9 @@
 Only Click is imported here and in the command modules at import time; TensorFlow, Keras, h5py and
 matplotlib are imported inside the commands, so ``kstiff --help`` answers at once.
 
+TensorFlow's C++ start-up notices (oneDNN, "Could not find cuda drivers", ...) are kept off stderr, other
+lines printed while TensorFlow loads are shown (:mod:`keras_stiffness.cli.tf_quiet`); ``--debug`` shows all.
+
 Errors: a bad option or a missing file is a usage error (exit 2); a bad file, a model that does not
 fit the data, missing data and other known failures print ``Error: <message>`` on one line (exit 1).
 ``kstiff --debug ...`` (or ``KSTIFF_DEBUG=1``) shows the full traceback instead.
@@ -14,6 +17,7 @@ import os
 
 import click
 
+from keras_stiffness.cli import tf_quiet
 from keras_stiffness.cli.commands_analyze import analyze_command
 from keras_stiffness.cli.commands_runs import inspect_command, plot_command
 from keras_stiffness.cli.commands_train import train_command
@@ -41,6 +45,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if not debug:  # TensorFlow's C++ start-up notices stay off stderr (see tf_quiet); --debug shows them
+        tf_quiet.install()
+        ctx.call_on_close(tf_quiet.uninstall)
 
 
 cli.add_command(train_command)

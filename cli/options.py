@@ -10,9 +10,12 @@ import click
 from keras_stiffness.cli.errors import one_line
 
 DATA_HELP = (
-    "Data source: 'digits' (scikit-learn's 8x8 digits, bundled, no download), 'tfds:NAME[:SPLIT]' "
-    "(a TensorFlow Datasets set already prepared on disk, e.g. tfds:mnist; never downloaded) or a "
-    "path to an .npz with arrays x, y (optionally x_val, y_val, class_names)."
+    "Data source: 'digits' (scikit-learn's 8x8 digits, bundled, no download); the paper's datasets "
+    "'mnist', 'fashion_mnist', 'cifar10' or 'cifar100' (read from --data-dir, never downloaded; the "
+    "train split for training, the test split held out; pixels scaled to [0, 1], then standardized; "
+    "28x28x1 or 32x32x3); 'tfds:NAME[:SPLIT]' (any TensorFlow Datasets image set already prepared on "
+    "disk, e.g. tfds:cifar10:train[:10%]; never downloaded) or a path to an .npz with arrays x, y "
+    "(optionally x_val, y_val, class_names)."
 )
 
 
@@ -44,7 +47,8 @@ def data_options(func: Callable) -> Callable:
             type=click.Path(file_okay=False),
             default=None,
             metavar="DIR",
-            help="TFDS data directory for tfds: sources. Default: $TFDS_DATA_DIR, else ~/tensorflow_datasets.",
+            help="TensorFlow Datasets data directory for the presets (mnist, ..., cifar100) and tfds: sources. "
+            "Default: $TFDS_DATA_DIR, else ~/tensorflow_datasets.",
         ),
         click.option(
             "--per-class",

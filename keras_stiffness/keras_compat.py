@@ -22,7 +22,7 @@ breaks one. The assumptions (also listed in :data:`ASSUMPTIONS`):
 - ``instance_call_patch``: ``Layer.__call__`` runs ``self.call`` looked up on the instance, so a
   ``call`` set on the instance (bypassing Keras' ``__setattr__`` tracking) intercepts ``layer(x)``
   and deleting it restores the class method. Used by :func:`patched_attribute` (capture pass).
-- ``instance_activation_patch``: Dense and the convolutions read ``self.activation`` at call time
+- ``instance_activation_patch``: Dense, EinsumDense and the convolutions read ``self.activation`` at call time
   and skip it when ``None``. Used by :func:`patched_attribute` (pre-activation taps).
 - ``instance_batch_hook``: ``CallbackList`` calls each callback's ``on_train_batch_end`` by
   attribute lookup, synchronously, after the optimizer step; so a hook set on one callback instance

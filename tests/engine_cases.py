@@ -103,6 +103,20 @@ def padded_tokens(length: int, vocab: int) -> Callable:
     return draw
 
 
+def gappy_tokens(length: int, vocab: int) -> Callable:
+    """Ids in ``[1, vocab)`` with zeros (padding, masked) at the start, inside or at the end of some
+    sequences and none in others."""
+
+    def draw(rng, n):
+        ids = rng.integers(1, vocab, (n, length))
+        for i in range(1, n):
+            ids[i, length - i % 3 :] = 0  # trailing padding: none, one or two steps
+        ids[2, 0] = ids[4, :2] = ids[5, 2] = 0  # leading and inner padding
+        return ids.astype(np.int32)
+
+    return draw
+
+
 # --- models -----------------------------------------------------------------------------------
 
 
@@ -412,6 +426,94 @@ def lstm_only():
     return _seq((4, 2), L.LSTM(3, name="lstm"))
 
 
+def simple_rnn():
+    return _seq(
+        (5, 3),
+        L.SimpleRNN(4, return_sequences=True, name="rnn_seq"),
+        L.SimpleRNN(3, activation="relu", name="rnn_last"),
+        L.Dense(3, name="head"),
+    )
+
+
+def gru_reset_before():
+    """GRU with ``reset_after=False``: the candidate's recurrent columns act on ``r ⊙ h``."""
+    return _seq(
+        (5, 3),
+        L.GRU(4, reset_after=False, return_sequences=True, name="gru_seq"),
+        L.GRU(3, reset_after=False, use_bias=False, name="gru_last"),
+        L.Dense(3, name="head"),
+    )
+
+
+def gru_sequences():
+    return _seq((5, 3), L.GRU(4, return_sequences=True, name="gru"), L.Flatten(), L.Dense(3, name="head"))
+
+
+def go_backwards():
+    return _seq(
+        (5, 3),
+        L.LSTM(4, go_backwards=True, return_sequences=True, name="lstm_back"),
+        L.GRU(3, go_backwards=True, return_sequences=True, name="gru_back"),
+        L.SimpleRNN(3, go_backwards=True, name="rnn_back"),
+        L.Dense(3, name="head"),
+    )
+
+
+def bidirectional_lstm():
+    """Bidirectional is walked into: its forward and backward LSTMs are units of their own."""
+    return _seq(
+        (5, 3),
+        L.Bidirectional(L.LSTM(3, return_sequences=True), name="bi"),
+        L.Bidirectional(L.LSTM(2), merge_mode="sum", name="bi_last"),
+        L.Dense(3, name="head"),
+    )
+
+
+def masked_gru():
+    """Masked steps keep the previous state and output (zeros in Bidirectional: zero_output_for_mask)."""
+    return _seq(
+        (5,),
+        L.Embedding(9, 4, mask_zero=True, name="embed"),
+        L.GRU(4, return_sequences=True, name="gru_seq"),
+        L.Bidirectional(L.GRU(2, return_sequences=True, reset_after=False), name="bi"),
+        L.LSTM(3, name="lstm"),
+        L.Dense(3, name="head"),
+        dtype="int32",
+    )
+
+
+def lstm_nobias():
+    return _seq((5, 3), L.LSTM(4, use_bias=False, name="lstm"), L.Dense(3, name="head"))
+
+
+def lstm_dropout():
+    """Dropout and recurrent dropout are off in inference mode (the only mode of the engine)."""
+    return _seq((5, 3), L.LSTM(4, dropout=0.4, recurrent_dropout=0.4, name="lstm"), L.Dense(3, name="head"))
+
+
+def lstm_initial_state():
+    """Initial states computed by other layers: their gradient flows through the recurrence."""
+    inp = keras.Input((5, 3))
+    summary = L.Flatten()(inp)
+    h0 = L.Dense(4, activation="tanh", name="h0")(summary)
+    c0 = L.Dense(4, name="c0")(summary)
+    h = L.LSTM(4, name="lstm")(inp, initial_state=[h0, c0])
+    return keras.Model(inp, L.Dense(3, name="head")(h), name="initial_state")
+
+
+def shared_gru():
+    """One GRU called on two sequences: its weights add up over both calls."""
+    inp = keras.Input((4, 3))
+    gru = L.GRU(3, name="gru")
+    h = L.Concatenate()([gru(inp), gru(L.Dense(3, activation="tanh", name="side")(inp))])
+    return keras.Model(inp, L.Dense(3, name="head")(h), name="shared_gru")
+
+
+def rnn_generic_cell():
+    """The generic ``RNN`` wrapper has no rule (any cell may be inside): the exact fallback."""
+    return _seq((4, 2), L.RNN(L.GRUCell(3), name="rnn"))
+
+
 def attention():
     inp = keras.Input((4, 6))
     h = L.MultiHeadAttention(num_heads=2, key_dim=3, name="mha")(inp, inp)
@@ -449,7 +551,9 @@ def einsum_dense_ellipsis():
         (3, 3, 4),
         L.EinsumDense("...c,cd->...d", 5, bias_axes="d", activation="relu", name="left_ellipsis"),
         L.EinsumDense("ab...,bc->ac...", 2, bias_axes="c", activation="tanh", name="right_ellipsis"),
-        L.EinsumDense("abcd,ce->abe", (2, 4), bias_axes="b", activation="tanh", name="position_bias"),
+        # A bias along output axis 1 of a rank-3 output would become an NCHW bias_add in Keras' TF
+        # ops.add, which TF cannot vectorize for the jacobian method: here it runs along axis 2.
+        L.EinsumDense("abcd,de->abce", (2, 3, 4), bias_axes="c", activation="tanh", name="position_bias"),
         L.Flatten(),
         L.Dense(3, name="head"),
     )
@@ -600,8 +704,27 @@ CASES = [
     Case("batchnorm_dense", batchnorm_dense, normal(9), classes(3), loss=LOGITS),
     Case("batchnorm_conv", batchnorm_conv, normal(6, 6, 2), classes(3), loss=LOGITS),
     Case("layernorm", layernorm, normal(5, 6), classes(3), loss=LOGITS),
-    Case("recurrent", recurrent, normal(5, 3), classes(3), loss=LOGITS, fallback=("lstm", "gru")),
-    Case("lstm_only", lstm_only, normal(4, 2), classes(3), loss=LOGITS, fallback=("lstm",), auto_method="jacobian"),
+    Case("recurrent", recurrent, normal(5, 3), classes(3), loss=LOGITS),
+    Case("lstm_only", lstm_only, normal(4, 2), classes(3), loss=LOGITS),
+    Case("simple_rnn", simple_rnn, normal(5, 3), classes(3), loss=LOGITS),
+    Case("gru_reset_before", gru_reset_before, normal(5, 3), classes(3), loss=LOGITS),
+    Case("gru_sequences", gru_sequences, normal(5, 3), classes(3), loss=LOGITS),
+    Case("go_backwards", go_backwards, normal(5, 3), classes(3), loss=LOGITS),
+    Case("bidirectional_lstm", bidirectional_lstm, normal(5, 3), classes(3), loss=LOGITS),
+    Case("masked_gru", masked_gru, gappy_tokens(5, 9), classes(3), loss=LOGITS),
+    Case("lstm_nobias", lstm_nobias, normal(5, 3), classes(3), loss=LOGITS),
+    Case("lstm_dropout", lstm_dropout, normal(5, 3), classes(3), loss=LOGITS),
+    Case("lstm_initial_state", lstm_initial_state, normal(5, 3), classes(3), loss=LOGITS),
+    Case("shared_gru", shared_gru, normal(4, 3), classes(3), loss=LOGITS),
+    Case(
+        "rnn_generic_cell",
+        rnn_generic_cell,
+        normal(4, 2),
+        classes(3),
+        loss=LOGITS,
+        fallback=("rnn",),
+        auto_method="jacobian",
+    ),
     # MultiHeadAttention is measured through its EinsumDense projections (query, key, value, output).
     Case("attention", attention, normal(4, 6), classes(3), loss=LOGITS),
     Case("einsum_dense", einsum_dense, normal(5, 6), classes(3), loss=LOGITS),

@@ -97,9 +97,9 @@ def test_bad_lr_is_a_usage_error(tmp_path):
 
 
 def test_unknown_dataset_name_is_a_usage_error(tmp_path):
-    result = CliRunner().invoke(cli, ["train", "--data", "mnist", "--out", str(tmp_path)])
+    result = CliRunner().invoke(cli, ["train", "--data", "emnist", "--out", str(tmp_path)])  # mnist is a preset
     assert result.exit_code == 2
-    assert "tfds:mnist" in result.stderr and "Traceback" not in result.output
+    assert "tfds:emnist" in result.stderr and "Traceback" not in result.output
     result = CliRunner().invoke(cli, ["train", "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "does not exist" in result.stderr
 

@@ -182,6 +182,104 @@ def test_model_that_does_not_fit_the_data(models):
     assert_error(run([models["wrong.keras"], *FAST]), 1, "expects inputs of shape (28, 28, 1)", "gives (8, 8, 1)")
 
 
+def _flat_and_image_twins(tmp_path, n_inputs=64):
+    """The same net saved twice: on flat ``(n_inputs,)`` vectors, and on 8x8x1 images with a Flatten."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    flat = keras.Sequential(
+        [
+            keras.Input((n_inputs,)),
+            keras.layers.Dense(16, activation="relu", name="hidden"),
+            keras.layers.Dense(10, activation="softmax", name="probs"),
+        ],
+        name="flat",
+    )
+    flat.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    paths = {"flat": str(tmp_path / "flat.keras")}
+    flat.save(paths["flat"])
+    if n_inputs == 64:
+        image = keras.Sequential(
+            [
+                keras.Input((8, 8, 1)),
+                keras.layers.Flatten(name="flatten"),
+                keras.layers.Dense(16, activation="relu", name="hidden"),
+                keras.layers.Dense(10, activation="softmax", name="probs"),
+            ],
+            name="flat",
+        )
+        image.set_weights(flat.get_weights())
+        image.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        paths["image"] = str(tmp_path / "image.keras")
+        image.save(paths["image"])
+    return paths
+
+
+def test_flat_model_gets_the_data_reshaped_with_a_note(tmp_path):
+    """A model on flat 64-vectors analyzes --data digits (8, 8, 1): inputs reshaped, a note on stderr.
+
+    The result is that of the same weights behind a Flatten on 8x8x1 inputs (C-order reshaping, as
+    Flatten does), so train, val and the probes drawn from them were all reshaped alike.
+    """
+    paths = _flat_and_image_twins(tmp_path)
+    flat = run([paths["flat"], "--format", "json", *FAST])
+    assert flat.exit_code == 0, flat.output
+    note = "Note: reshaped the data's inputs (8, 8, 1) to the model's input shape (64) (same 64 values per example)."
+    assert flat.stderr.splitlines() == [note]
+    out = json.loads(flat.stdout)  # stdout carries only the JSON
+    assert out["model"]["input_shape"] == [64]
+    assert out["probes"]["n_train"] == 50 and out["probes"]["n_val"] == 50
+    image = run([paths["image"], "--format", "json", *FAST])
+    assert image.exit_code == 0, image.output
+    assert "Note:" not in image.stderr
+    twin = json.loads(image.stdout)
+    assert out["probes"]["n"] == twin["probes"]["n"]
+    for pair_set, measures in out["pair_sets"].items():
+        for measure, entry in measures.items():
+            np.testing.assert_allclose(
+                np.array(entry["class_matrix"], dtype=float),
+                np.array(twin["pair_sets"][pair_set][measure]["class_matrix"], dtype=float),
+                atol=1e-5,
+            )
+    by_name = {layer["name"]: layer for layer in twin["layers"]}
+    for layer in out["layers"]:
+        if layer["name"] in ("hidden", "probs"):
+            assert layer["stiffness_cos"] == pytest.approx(by_name[layer["name"]]["stiffness_cos"], abs=1e-5)
+    # The table form prints the same note on stderr, and its results on stdout.
+    table = run([paths["flat"], *FAST])
+    assert table.exit_code == 0 and table.stderr.splitlines() == [note] and "Model: flat" in table.stdout
+
+
+def test_flat_model_with_another_count_is_refused(tmp_path):
+    paths = _flat_and_image_twins(tmp_path, n_inputs=63)
+    result = run([paths["flat"], *FAST])
+    assert_error(result, 1, "Model 'flat' expects inputs of shape (63), but data 'digits' gives (8, 8, 1).")
+    assert "Note:" not in result.stderr
+
+
+@pytest.mark.parametrize("preset, shape", [("fashion_mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
+def test_analyze_on_a_preset_mocked(tmp_path, preset, shape):
+    """``--data PRESET`` reads the prepared TFDS set from --data-dir (mocked here: 40 examples a split)."""
+    import keras
+
+    tfds = pytest.importorskip("tensorflow_datasets")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input(shape), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax", name="probs")],
+        name="small",
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    path = str(tmp_path / "small.keras")
+    model.save(path)
+    with tfds.testing.mock_data(num_examples=40):
+        result = run([path, "--data", preset, "--data-dir", str(tmp_path), "--per-class", "2", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["probes"]["source"] == preset and out["probes"]["n_classes"] == 10
+    assert out["model"]["input_shape"] == list(shape)
+    assert 0 < out["probes"]["n_train"] <= 20 and 0 < out["probes"]["n_val"] <= 20
+
+
 def test_uncompiled_model_needs_loss(models):
     assert_error(run([models["uncompiled.keras"], *FAST]), 1, "--loss")
     result = run([models["uncompiled.keras"], *FAST, "--loss", "sparse_categorical_crossentropy"])

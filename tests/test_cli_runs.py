@@ -110,6 +110,48 @@ def test_train_sweep_json_quiet(tmp_path):
     assert "] epoch" not in result.stderr  # --quiet
 
 
+SEED_RUNS = [
+    "mlp-digits-lr0.001-seed0",
+    "mlp-digits-lr0.001-seed1",
+    "mlp-digits-lr0.01-seed0",
+    "mlp-digits-lr0.01-seed1",
+]
+
+
+def test_train_seeds_times_learning_rates(tmp_path):
+    """--seeds 0,1 --lr 1e-3,1e-2: four runs named by seed on the same probes, seeds varying the
+    initialization, the summary listing every run, and the sweep figure (mean and band across seeds)."""
+    args = ["train", "--seeds", "0,1", "--lr", "1e-3,1e-2", "--epochs", "1", "--per-class", "3"]
+    result = invoke([*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "] training mlp on digits for 1 epochs (lr 0.001, batch 32, seed 1)" in result.stderr
+    assert "Runs: 4 (2 learning rate(s) x 2 seed(s))" in result.stdout
+    for name in SEED_RUNS:
+        assert f"Run {name}:" in result.stdout and str(tmp_path / name) in result.stdout
+    sweep = tmp_path / "mlp-digits-lr-sweep.png"
+    assert result.stdout.rstrip().endswith(f"Sweep figure (xi vs learning rate): {sweep}")
+    assert sweep.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*SEED_RUNS, sweep.name])
+    init = {}
+    for name in SEED_RUNS:
+        with open_run(str(tmp_path / name / "run.h5")) as run:
+            train = run.config["train"]
+            assert (train["seed"], f"lr{train['lr']:g}-seed{train['init_seed']}") == (0, name.split("-", 2)[2])
+            init[name] = (run.info.probe_hash, run.measurement(0).between.copy())
+        assert json.loads((tmp_path / name / "summary.json").read_text())["train"] == train
+    assert len({probe_hash for probe_hash, _ in init.values()}) == 1  # same data split and probes
+    a, b, c = (init[n][1] for n in SEED_RUNS[:3])
+    np.testing.assert_array_equal(a, c)  # same seed, another learning rate: the same initialization
+    assert not np.allclose(a, b)  # another seed: another initialization
+    # check_outputs covers every run before training: one existing run file stops the whole sweep
+    result = invoke([*args, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "mlp-digits-lr0.001-seed0" in result.stderr and "--overwrite" in result.stderr
+    for bad, needle in (("-1", "'-1' is negative"), ("a", "'a' is not an integer")):
+        result = invoke(["train", "--seeds", bad, "--out", str(tmp_path / "none")])
+        assert result.exit_code == 2 and needle in result.stderr
+    assert not (tmp_path / "none").exists()
+
+
 def test_inspect_table_and_json(trained):
     out, _ = trained
     path = str(out / "mlp-digits-lr0.001" / "run.h5")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -35,11 +37,17 @@ GOOD_SOURCES = [
     ("tfds:cifar10:train[:10%]", ("tfds", "cifar10", "train[:10%]")),
     ("tfds:cifar10_corrupted/brightness_1", ("tfds", "cifar10_corrupted/brightness_1", "train")),
     ("some/dir/file.NPZ", ("npz", "some/dir/file.NPZ", None)),
+    ("mnist", ("preset", "mnist", None)),
+    ("fashion_mnist", ("preset", "fashion_mnist", None)),
+    ("cifar10", ("preset", "cifar10", None)),
+    ("cifar100", ("preset", "cifar100", None)),
 ]
 
 BAD_SOURCES = [
-    ("mnist", ValueError, "tfds:mnist"),
-    ("cifar10", ValueError, "tfds:cifar10"),
+    ("emnist", ValueError, "tfds:emnist"),
+    ("svhn_cropped", ValueError, "tfds:svhn_cropped"),
+    ("cifar10:test", ValueError, r"preset 'cifar10' without a split.*'tfds:cifar10:test'"),
+    ("mnist:train[:10%]", ValueError, r"'tfds:mnist:train\[:10%\]'"),
     ("tfds:", ValueError, "dataset name ''"),
     ("tfds:mnist:", ValueError, "empty split"),
     ("tfds:mn ist", ValueError, "TFDS builder name"),
@@ -297,3 +305,98 @@ def test_tfds_unknown_name_suggests_close_matches():
         r"Close matches: mnist",
     ):
         load_data("tfds:mnistt")
+
+
+# ------------------------------------------------------------------------------------------------
+# The paper's datasets as presets (offline: mocked TFDS data)
+# ------------------------------------------------------------------------------------------------
+
+PRESET_CASES = [
+    ("mnist", (28, 28, 1), 10),
+    ("fashion_mnist", (28, 28, 1), 10),
+    ("cifar10", (32, 32, 3), 10),
+    ("cifar100", (32, 32, 3), 100),
+]
+
+
+@pytest.mark.parametrize("name, shape, n_classes", PRESET_CASES)
+def test_preset_end_to_end_mocked(tmp_path, name, shape, n_classes):
+    """A preset reads train and test through TFDS, scales to [0, 1], standardizes, and feeds a ProbeSet.
+
+    ``tfds.testing.mock_data`` fakes each builder from its code: images of the declared shape with
+    random uint8 pixels (0..254), random labels in 0..C-1, ``num_examples`` per split (train and test
+    alike), and the ClassLabel names the code declares: the real names for fashion_mnist, "0".."C-1"
+    for mnist and for CIFAR (whose real names live in the prepared data's metadata only).
+    """
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from keras_stiffness.data.probes import ProbeSet
+    from keras_stiffness.data.sources import PRESETS, read_preset
+
+    preset = PRESETS[name]
+    assert (preset.tfds_name, preset.image_shape, preset.n_classes) == (name, shape, n_classes)
+    with tfds.testing.mock_data(num_examples=40):
+        names = list(tfds.builder(name, data_dir=str(tmp_path)).info.features["label"].names)
+        x, y, x_val, y_val, raw_names = read_preset(name, data_dir=str(tmp_path))
+        data = load_data(name, data_dir=str(tmp_path), seed=0)
+        capped = load_data(name, data_dir=str(tmp_path), max_train=10)
+
+    # Before standardization: float32 images in [0, 1], multiples of 1/255.
+    assert x.shape == (40, *shape) and x_val.shape == (40, *shape)
+    assert x.dtype == np.float32 and x_val.dtype == np.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.9
+    assert np.allclose(x * 255, np.round(x * 255), atol=1e-4)
+    assert raw_names == names
+
+    # After: the same arrays standardized per channel with the training statistics.
+    assert data.name == name
+    assert data.x_train.shape == (40, *shape) and data.x_val.shape == (40, *shape)  # test split, not carved
+    assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64 and data.y_val.dtype == np.int64
+    assert data.input_shape == shape and data.n_classes == n_classes
+    expected_train, expected_val = standardize(x, x_val)
+    assert np.allclose(data.x_train, expected_train, atol=1e-5) and np.allclose(data.x_val, expected_val, atol=1e-5)
+    channels = tuple(range(data.x_train.ndim - 1))
+    assert np.allclose(data.x_train.mean(axis=channels, dtype=np.float64), 0, atol=1e-5)
+    assert np.allclose(data.x_train.std(axis=channels, dtype=np.float64), 1, atol=1e-4)
+    assert np.array_equal(data.y_train, y) and np.array_equal(data.y_val, y_val)
+    for labels in (data.y_train, data.y_val):
+        assert 0 <= labels.min() and labels.max() < n_classes
+    assert data.class_names == names and len(names) == n_classes
+    if name == "fashion_mnist":
+        assert names[:2] == ["T-shirt/top", "Trouser"]
+    assert capped.x_train.shape == (10, *shape) and np.array_equal(capped.y_train, data.y_train[:10])
+
+    # Stratified probes: min(per_class, available) of every class, in class order, train then held out.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # cifar100: 40 examples leave most classes short
+        probes = ProbeSet.from_splits(data, per_class=2, seed=0)
+    assert probes.source == name and probes.n_classes == n_classes and probes.class_names == names
+    assert probes.x.shape[1:] == shape
+    for part, labels in ((probes.y_train, data.y_train), (probes.y_val, data.y_val)):
+        expected = np.minimum(np.bincount(labels, minlength=n_classes), 2)
+        assert np.array_equal(np.bincount(part, minlength=n_classes), expected)
+        assert np.all(np.diff(part) >= 0)
+
+
+def test_preset_missing_data_names_the_preset(tmp_path, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("load_data tried to download")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)
+    with pytest.raises(DataNotFoundError) as info:
+        load_data("cifar10", data_dir=str(tmp_path))
+    message = str(info.value)
+    for part in ("source='cifar10'", "'cifar10' is not prepared", str(tmp_path), "tfds build cifar10", "--data-dir"):
+        assert part in message
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_preset_refuses_other_shapes(tmp_path, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from keras_stiffness.data.sources import PRESETS
+
+    monkeypatch.setitem(PRESETS, "mnist", dataclasses.replace(PRESETS["mnist"], image_shape=(32, 32, 1)))
+    with tfds.testing.mock_data(num_examples=4):
+        with pytest.raises(ValueError, match=r"shape \(28, 28, 1\).*expected uint8 images of shape \(32, 32, 1\)"):
+            load_data("mnist", data_dir=str(tmp_path))

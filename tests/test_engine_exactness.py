@@ -56,7 +56,7 @@ def test_gram_matches_reference(name, method, precision):
         assert set(result.rules.values()) == {"jacobian"}
 
 
-@pytest.mark.parametrize("name", ["mlp_logits", "lstm_only"])
+@pytest.mark.parametrize("name", ["mlp_logits", "rnn_generic_cell"])
 def test_auto_reports_the_method_it_used(name):
     """``GramResult.method`` is documented as "the method used": auto resolves to one of the two."""
     case = case_named(name)
@@ -68,18 +68,17 @@ def test_auto_reports_the_method_it_used(name):
 
 
 def test_fallback_warns_once_naming_the_layer():
-    model, x, y = case_named("recurrent").make()
+    model, x, y = case_named("custom_weight").make()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        gradient_gram(model, x, y, loss=case_named("recurrent").loss, method="structured")
-        result = gradient_gram(model, x, y, loss=case_named("recurrent").loss, method="structured")
+        gradient_gram(model, x, y, loss=case_named("custom_weight").loss, method="structured")
+        result = gradient_gram(model, x, y, loss=case_named("custom_weight").loss, method="structured")
     messages = [str(w.message) for w in caught]
-    assert sum("'lstm' (LSTM)" in m for m in messages) == 1, messages
-    assert sum("'gru' (GRU)" in m for m in messages) == 1, messages
-    assert result.rules == {"lstm": FALLBACK, "gru": FALLBACK, "head": "dense"}
+    assert sum("'scale' (ScaleShift)" in m for m in messages) == 1, messages
+    assert result.rules == {"d1": "dense", "scale": FALLBACK, "head": "dense"}
 
 
-@pytest.mark.parametrize("name", ["conv2d", "embedding", "recurrent", "separable2d", "shared_dense"])
+@pytest.mark.parametrize("name", ["conv2d", "embedding", "recurrent", "masked_gru", "separable2d", "shared_dense"])
 def test_capture_in_chunks_is_exact(name):
     """Probes split over several capture passes (chunk_size=3 for N=7) give the same Gram."""
     model, x, y, loss, ref = problem(name)

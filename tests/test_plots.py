@@ -353,27 +353,160 @@ def sweep_runs(tmp_path_factory):
     ]
 
 
+def row_titles(fig):
+    """The matching rule written over each row of a sweep figure."""
+    return [sub._suptitle.get_text() for sub in fig.subfigs]
+
+
 def test_plot_sweep_match_epoch_and_loss(sweep_runs, tmp_path):
     out = plots.plot_sweep(sweep_runs, tmp_path / "a" / "sweep.png")
     assert out == tmp_path / "a" / "sweep.png" and png_size(out)[0] > 800
     with plots.style():
         fig = plots_sweep.build_sweep(sweep_runs, match="epoch")
+    assert len(fig.axes) == 2 and len(fig.subfigs) == 1
     ax_xi, ax_s = fig.axes[:2]
     assert ax_xi.get_xscale() == "log" and ax_s.get_xscale() == "log"
     solid = [line for line in ax_xi.lines if line.get_linestyle() == "-"]
     assert [line.get_label() for line in solid] == list(SPACES)
     assert list(solid[0].get_xdata()) == [1e-4, 3e-4, 1e-3]
+    assert not [c for ax in fig.axes for c in ax.collections]  # one seed per learning rate: no bands
     # last common epoch: the shortest run's last step, 2**9 / 100 = 5.12
-    assert "last common epoch, 5.12" in fig._suptitle.get_text()
+    (title,) = row_titles(fig)
+    assert "last common epoch, 5.12" in title and "Learning-rate sweep (3 runs)" in fig._suptitle.get_text()
     runs = [plots_sweep._read(p, "sign") for p in sweep_runs]
     points, _, _ = plots_sweep.match_points(runs, "epoch")
     assert [pt.epoch for pt in points] == [5.12, 5.75, 1.81]  # closest to 5.12 in each run, by lr
-    assert "matched epochs range 1.81–5.75" in fig._suptitle.get_text()
+    assert "matched epochs 1.81–5.75" in title
     points, target, what = plots_sweep.match_points(runs, "loss")
     finals = [r.train_loss[-1] for r in runs]
-    assert target == max(finals) and "largest final train loss, of lr0.0001)" in what
-    for run, pt in zip(sorted(runs, key=lambda r: r.lr), points):
-        assert pt.train_loss == run.train_loss[np.nanargmin(np.abs(run.train_loss - target))]
+    assert target == max(finals) and "largest final train loss, of lr0.0001," in what
+    for run, pt in zip(sorted(runs, key=lambda r: r.lr), points):  # decreasing losses: the first reaching it
+        assert pt.index == plots_sweep.first_reaching(run.train_loss, target)
+        assert pt.train_loss <= target or pt.index == np.flatnonzero(run.train_loss <= target)[0] - 1
+
+
+def test_plot_sweep_default_draws_both_matchings(sweep_runs):
+    with plots.style():
+        fig = plots_sweep.build_sweep(sweep_runs)
+    assert len(fig.axes) == 4 and len(fig.subfigs) == 2
+    epoch_row, loss_row = row_titles(fig)
+    assert epoch_row.startswith("Matched at the last common epoch, 5.12\n(the last epoch every run reached")
+    # write_run's runs have no probe_loss: fit's logged loss, and the figure says so
+    assert loss_row.startswith("Matched at a common train loss (fit's logged loss) ≈ ")
+    assert "the largest final train loss, of lr0.0001" in loss_row
+
+
+def loss_run(path, lr, losses, *, probe_losses=None, seed=0):
+    """A run whose measurement i has train loss ``losses[i]`` (and probe loss ``probe_losses[i]``)."""
+    n = len(losses)
+    ms = [make_measurement(t, n, lr=lr, seed=seed) for t in range(n)]
+    for t, m in enumerate(ms):
+        m.train_loss = losses[t]
+        if probe_losses is not None:
+            m.probe_loss = probe_losses[t]
+    writer = RunWriter.create(str(path), make_info(ms[0]))
+    for m in ms:
+        writer.append(m)
+    writer.close()
+    return str(path)
+
+
+def test_matched_loss_known_index(tmp_path):
+    """Target = the largest final loss (0.3, of the slow run); each run at the first measurement reaching
+    it, or the one just before when closer in log loss, never at a late spike back up to the target."""
+    nan = math.nan
+    slow = loss_run(tmp_path / "slow.h5", 1e-3, [nan, 2.0, 1.0, 0.5, 0.3])
+    # fast: 0.4 (index 2) is closer to 0.3 in log loss than 0.1 (index 3); the spike at index 5 equals it
+    fast = loss_run(tmp_path / "fast.h5", 1e-2, [nan, 1.0, 0.4, 0.1, 0.05, 0.3, 0.02])
+    # faster: first at or below 0.3 is index 2 (0.25), closer than 0.9 (index 1)
+    faster = loss_run(tmp_path / "faster.h5", 1e-1, [nan, 0.9, 0.25, 0.01, 0.3, 0.001])
+    runs = [plots_sweep._read(p, "sign") for p in (fast, slow, faster)]
+    points, target, what = plots_sweep.match_points(runs, "loss")
+    assert target == 0.3 and "of slow," in what and "fit's logged loss" in what
+    assert [(pt.lr, pt.index, pt.train_loss) for pt in points] == [(1e-3, 4, 0.3), (1e-2, 2, 0.4), (1e-1, 2, 0.25)]
+    # the probes' loss, where recorded, takes precedence over fit's logged loss
+    probe = loss_run(tmp_path / "probe.h5", 1e-2, [nan, 5.0, 5.0, 5.0, 5.0], probe_losses=[2.5, 1.0, 0.29, 0.2, 0.1])
+    runs = [plots_sweep._read(p, "sign") for p in (slow, probe)]
+    points, target, what = plots_sweep.match_points(runs, "loss")
+    assert target == 0.3 and [pt.index for pt in points] == [4, 2]
+    assert "train loss (on the probes where recorded, else fit's logged loss)" in what
+    assert plots_sweep.first_reaching(np.array([nan, 2.0, 1.0, 0.5, 0.2, 0.6]), 0.6) == 3
+
+
+@pytest.fixture(scope="module")
+def seed_runs(tmp_path_factory):
+    """2 learning rates x 2 seeds (seed recorded as config["train"]["init_seed"], as kstiff train does)."""
+    d = tmp_path_factory.mktemp("seeds")
+    return [
+        write_run(
+            d / f"lr{lr:g}-seed{seed}.h5",
+            n=5,
+            lr=lr,
+            loss_scale=1.0 + seed,
+            seed=7 * seed + i,
+            config={"train": {"lr": lr, "seed": 0, "init_seed": seed}},
+        )
+        for i, lr in enumerate([1e-3, 1e-2])
+        for seed in (0, 1)
+    ]
+
+
+def test_sweep_over_seeds_draws_mean_and_band(seed_runs, tmp_path):
+    from matplotlib.collections import PolyCollection
+
+    with plots.style():
+        fig = plots_sweep.build_sweep(seed_runs)
+    assert "4 runs: 2 learning rates × 2 seeds" in fig._suptitle.get_text()
+    assert len(fig.axes) == 4
+    runs = [plots_sweep._read(p, "sign") for p in seed_runs]
+    for row, match in enumerate(("epoch", "loss")):
+        ax_xi, ax_s = fig.axes[2 * row : 2 * row + 2]
+        bands_xi = [c for c in ax_xi.collections if isinstance(c, PolyCollection)]
+        bands_s = [c for c in ax_s.collections if isinstance(c, PolyCollection)]
+        assert len(bands_xi) == 2 * len(SPACES)  # zero crossing and linear fit, per space
+        assert len(bands_s) == 2 * len(ALL_SETS)  # within and between, per pair set
+        for ax in (ax_xi, ax_s):
+            texts = [t.get_text() for legend in ax_legends(ax) for t in legend.get_texts()]
+            assert any("n = 2 seeds" in t and "min–max" in t for t in texts), texts
+        # the drawn line is the mean over the two seeds of each learning rate
+        points, _, _ = plots_sweep.match_points(runs, match)
+        assert [pt.seed for pt in points] == [0, 1, 0, 1]
+        within = [line for line in ax_s.lines if line.get_label() == "within, train–train"][0]
+        assert list(within.get_xdata()) == [1e-3, 1e-2]
+        expected = [np.mean([pt.within["train-train"] for pt in points if pt.lr == lr]) for lr in (1e-3, 1e-2)]
+        np.testing.assert_allclose(within.get_ydata(), expected)
+        verts = bands_s[1].get_paths()[0].vertices  # the between train-train band: min-max at each lr
+        for lr in (1e-3, 1e-2):
+            values = [pt.between["train-train"] for pt in points if pt.lr == lr]
+            assert min(values) < max(values)
+            np.testing.assert_allclose(np.unique(verts[verts[:, 0] == lr, 1]), [min(values), max(values)])
+    out = plots.plot_sweep(seed_runs, tmp_path / "seeds.png")
+    assert png_size(out)[1] > png_size(out)[0] * 0.8  # two rows
+
+
+def ax_legends(ax):
+    return [a for a in ax.get_children() if a.__class__.__name__ == "Legend"]
+
+
+def test_band_partial_and_undefined_values():
+    pts = [
+        plots_sweep.SweepPoint("a", 1e-3, 0, 1.0, 0.1, np.array([0.2]), np.array([0.3]), {}, {}, seed=0),
+        plots_sweep.SweepPoint("b", 1e-3, 0, 1.0, 0.1, np.array([0.4]), np.array([0.3]), {}, {}, seed=1),
+        plots_sweep.SweepPoint("c", 1e-3, 0, 1.0, 0.1, np.array([np.nan]), np.array([0.3]), {}, {}, seed=2),
+        plots_sweep.SweepPoint("d", 1e-2, 0, 1.0, 0.1, np.array([np.nan]), np.array([0.3]), {}, {}, seed=0),
+    ]
+    groups = plots_sweep.group_by_lr(pts[::-1])
+    assert [len(g) for g in groups] == [3, 1] and groups[0][0].lr == 1e-3
+    b = plots_sweep.band(groups, lambda pt: pt.xi[0])
+    np.testing.assert_allclose(b.mean, [0.3, np.nan])
+    np.testing.assert_allclose(b.lo, [0.2, np.nan])
+    np.testing.assert_allclose(b.hi, [0.4, np.nan])
+    assert list(b.defined) == [2, 0] and list(b.n) == [3, 1]
+
+
+def test_sweep_needs_two_learning_rates(seed_runs):
+    with pytest.raises(ValueError, match=r"all at learning rate 0.001; expected at least 2 learning rates"):
+        plots_sweep.build_sweep(seed_runs[:2])
 
 
 def test_plot_sweep_errors(sweep_runs, tmp_path):
@@ -385,5 +518,5 @@ def test_plot_sweep_errors(sweep_runs, tmp_path):
     no_lr = write_run(tmp_path / "no_lr.h5", n=2, lr=math.nan, config={})
     with pytest.raises(ValueError, match="no_lr.h5' with no learning rate recorded"):
         plots.plot_sweep([sweep_runs[0], no_lr], tmp_path / "s.png")
-    with pytest.raises(ValueError, match=r"Received: match='step'; expected one of \('epoch', 'loss'\)"):
+    with pytest.raises(ValueError, match=r"Received: match='step'; expected one of \('both', 'epoch', 'loss'\)"):
         plots.plot_sweep(sweep_runs, tmp_path / "s.png", match="step")

@@ -109,6 +109,7 @@ def test_tags_and_series_shapes(tmp_path):
             "wall_time",
             "probe_loss",
             "probe_val_loss",
+            "seconds",
         ]
         assert tags["step"].dtype == np.int64 and tags["step"].tolist() == [0, 5, 7, 30]
         assert np.isnan(tags["train_loss"][0])

@@ -177,7 +177,7 @@ def git_state() -> str:
         return "unknown"
 
 
-def report(rows: list, repeats: int, jacobian: bool) -> bool:
+def report(rows: list, repeats: int, jacobian: bool, load_before: float) -> bool:
     import keras
     import tensorflow as tf
 
@@ -194,7 +194,10 @@ def report(rows: list, repeats: int, jacobian: bool) -> bool:
         f"peer: neural-tangents {info['neural_tangents']}, jax {info['jax']}, jaxlib {info['jaxlib']}, "
         f"NumPy {info['numpy']}, device {info['device']}"
     )
-    print(f"Python {platform.python_version()}, {os.cpu_count()} CPU(s), {platform.machine()}")
+    print(
+        f"Python {platform.python_version()}, {os.cpu_count()} CPU(s), {platform.machine()}; 1-min load average "
+        f"{load_before:.2f} before the run (> ~0.5: other work shared the cores), {os.getloadavg()[0]:.2f} after"
+    )
     print(
         f"timing: median of {repeats} after one warm-up on both sides; gradient_gram method='auto'; "
         "NT: jitted STRUCTURED_DERIVATIVES, trace_axes=(), vmap_axes=0, block_until_ready\n"
@@ -249,6 +252,7 @@ def main(argv=None) -> int:
     if repeats < 1:
         parser.error("--repeats must be at least 1")
 
+    load_before = os.getloadavg()[0]
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
@@ -260,7 +264,7 @@ def main(argv=None) -> int:
                 parser.error(f"unknown model {arch!r}; expected one of {sorted(MODELS)}")
             n = MODELS[arch][3 if args.quick else 2]
             rows.append(compare(arch, n, repeats, args.peer_python, not args.no_jacobian, workdir))
-    return 0 if report(rows, repeats, not args.no_jacobian) else 1
+    return 0 if report(rows, repeats, not args.no_jacobian, load_before) else 1
 
 
 if __name__ == "__main__":

@@ -9,14 +9,16 @@ TensorFlow, Keras and h5py are imported inside the functions.
 Example:
     >>> model = load_model("model.keras")  # doctest: +SKIP
     >>> data = load_data("digits")  # doctest: +SKIP
-    >>> check_model_fits(model, data)  # doctest: +SKIP
+    >>> data, note = check_model_fits(model, data)  # doctest: +SKIP
     >>> m, gram, description = analyze(model, probes)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
+import math
 import os
 import re
 import warnings
@@ -276,15 +278,27 @@ def _load_failure(path: str, exc: BaseException, custom_objects: Dict[str, objec
 # --------------------------------------------------------------------------------------------------
 
 
-def check_model_fits(model, data) -> None:
-    """Check that ``model`` accepts the data's inputs and has an output per class.
+def check_model_fits(model, data) -> tuple:
+    """Check that ``model`` accepts the data's inputs and has an output per class; reshape if needed.
+
+    When the model declares a fully known input shape that differs from the data's but holds the same
+    number of values per example (a model trained on flat 64-vectors of the 8x8 digits, say), the
+    inputs (training and held-out, hence the probes drawn from them) are reshaped to the model's
+    shape, in C order (row by row, as ``np.reshape`` and ``Flatten`` do), and a one-line note says so.
+    Nothing is printed here: the caller shows the note.
 
     Args:
         model: A built Keras model.
         data: A :class:`~keras_stiffness.data.sources.DataSplits`.
 
+    Returns:
+        ``(data, note)``: ``data`` itself and None when the shapes match, else a copy with reshaped
+        ``x_train``/``x_val`` and ``input_shape``, and the note (``"Note: reshaped the data's inputs
+        (8, 8, 1) to the model's input shape (64) (same 64 values per example)."``).
+
     Raises:
-        ValueError: "model expects inputs of shape X, data gives Y", or too few outputs for the
+        ValueError: "model expects inputs of shape X, data gives Y" (a different number of values per
+            example, or a shape with unknown sizes that does not match), or too few outputs for the
             data's classes.
     """
     from keras_stiffness.measure.adapters import call_model, model_input_shape, shape_text
@@ -292,7 +306,19 @@ def check_model_fits(model, data) -> None:
     expected = model_input_shape(model)
     given = tuple(data.input_shape)
     source = data.name
-    if expected is not None and (
+    note = None
+    if expected is not None and _same_count_other_shape(expected, given):
+        data = dataclasses.replace(
+            data,
+            x_train=data.x_train.reshape((len(data.x_train), *expected)),
+            x_val=None if data.x_val is None else data.x_val.reshape((len(data.x_val), *expected)),
+            input_shape=tuple(int(d) for d in expected),
+        )
+        note = (
+            f"Note: reshaped the data's inputs {shape_text(given)} to the model's input shape "
+            f"{shape_text(expected)} (same {math.prod(given)} values per example)."
+        )
+    elif expected is not None and (
         len(expected) != len(given) or any(e is not None and e != g for e, g in zip(expected, given))
     ):
         raise ValueError(
@@ -313,6 +339,15 @@ def check_model_fits(model, data) -> None:
             f"Model {model.name!r} has {out.shape[1]} outputs, but data {source!r} has "
             f"{data.n_classes} classes; expected one output per class. Pass --data with the model's classes."
         )
+    return data, note
+
+
+def _same_count_other_shape(expected: tuple, given: tuple) -> bool:
+    """True when ``expected`` is fully known, differs from ``given`` and has as many values."""
+    if not all(d is not None and int(d) > 0 for d in expected):
+        return False
+    expected = tuple(int(d) for d in expected)
+    return expected != tuple(given) and math.prod(expected) == math.prod(given)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -331,20 +366,26 @@ def analyze(model, probes, config=None, *, loss=None):
         loss: Loss to differentiate; default the model's compiled loss.
 
     Returns:
-        ``(Measurement, GramResult, description)`` with the adapter's model description.
+        ``(Measurement, GramResult, description)`` with the adapter's model description. The
+        measurement's ``seconds`` is the wall time of this call (``write_measurement`` excluded).
 
     Raises:
         ValueError: No loss (uncompiled model and ``loss`` None), unknown layer names, bad probes.
     """
+    import time
+
     from keras_stiffness.measure.adapters import as_adapter
     from keras_stiffness.measure.config import MeasureConfig
     from keras_stiffness.measure.measuring import measure
 
+    start = time.perf_counter()
     config = config if config is not None else MeasureConfig()
     adapter = as_adapter(model, loss=loss)
     adapter.check_probes(probes.x, probes.y)
     m, gram = measure(adapter, probes, config)
-    return m, gram, adapter.describe()
+    description = adapter.describe()
+    m.seconds = time.perf_counter() - start
+    return m, gram, description
 
 
 def analysis_result(

@@ -4,14 +4,21 @@ One run = build the model, pick the probes, fit with a :class:`~keras_stiffness.
 write the run file, its figures and a ``summary.json``, and return the summary. A learning-rate sweep
 is several runs on the same data and probes, plus a figure of ξ against the learning rate.
 
+Seeds: ``TrainConfig.seed`` (``--seed``) fixes the data split and the probe set; ``init_seed``
+(``--seeds``, default: ``seed``) fixes the model's initialization and the training order (the shuffling
+of each epoch). A sweep over several seeds therefore measures every run on the same probes, so the
+spread across seeds is the spread due to initialization and minibatch order alone.
+
 Output layout (``out`` defaults to ``runs/``)::
 
     out/
       <arch>-<data>-lr<lr>/          one folder per run, e.g. mlp-digits-lr0.001/
+                                     (...-lr0.001-seed1/ when several seeds are asked)
         run.h5                       the HDF5 run file (kstiff inspect / kstiff plot / open_run)
         summary.json                 the summary printed at the end of the run
         class_matrices.png ...       the figures of keras_stiffness.plots.run_figures.plot_run
-      <arch>-<data>-lr-sweep.png     with several learning rates: ξ vs learning rate (plot_sweep)
+      <arch>-<data>-lr-sweep.png     with several learning rates: ξ vs learning rate (plot_sweep),
+                                     mean and min–max band across seeds when there are several
 
 TensorFlow, Keras and matplotlib are imported inside the functions. Library code never prints:
 progress goes to the ``progress`` callable given by the caller (the CLI sends it to stderr).
@@ -69,9 +76,13 @@ class TrainConfig:
         per_class: Training probes per class.
         val_per_class: Held-out probes per class; None: ``per_class``, capped at the smallest
             held-out class so no class comes up short.
-        seed: Seed of the data split, the probe choice, the initialization and the shuffling.
+        seed: Seed of the data split and the probe choice (and of the initialization and the
+            shuffling unless ``init_seed`` is given).
         every_n_epochs: Also measure at the end of every n-th epoch (these rows carry the val loss).
         points_per_decade: Density of the log-spaced measurement steps.
+        init_seed: Seed of the model's initialization and of the training order (shuffling, and any
+            other random op during training); None: ``seed``. Varying it alone keeps the data split
+            and the probes, so runs differing only in ``init_seed`` are measured on the same probes.
     """
 
     data: str = "digits"
@@ -85,6 +96,7 @@ class TrainConfig:
     seed: int = 0
     every_n_epochs: int = 1
     points_per_decade: int = 6
+    init_seed: Optional[int] = None
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
@@ -96,13 +108,21 @@ class TrainConfig:
         checked["val_per_class"] = check_optional_int(self.val_per_class, "val_per_class")
         checked["learning_rate"] = check_positive_number(self.learning_rate, "learning_rate")
         checked["seed"] = check_seed(self.seed)
+        checked["init_seed"] = None if self.init_seed is None else check_seed(self.init_seed, "init_seed")
         for name, value in checked.items():  # frozen: the canonical values are set once, here
             object.__setattr__(self, name, value)
 
+    @property
+    def model_seed(self) -> int:
+        """The seed actually used for initialization and shuffling: ``init_seed``, else ``seed``."""
+        return self.seed if self.init_seed is None else self.init_seed
+
     def to_dict(self) -> dict:
-        """JSON-ready settings; stored as ``config["train"]`` in the run file (``lr`` for plot_sweep)."""
+        """JSON-ready settings; stored as ``config["train"]`` in the run file (``lr`` and ``init_seed``
+        for plot_sweep). ``init_seed`` is written resolved (the seed used, never None)."""
         out = dataclasses.asdict(self)
         out["lr"] = out.pop("learning_rate")
+        out["init_seed"] = self.model_seed
         return out
 
 
@@ -136,9 +156,66 @@ def lr_label(learning_rate: float) -> str:
     return f"lr{learning_rate:g}"
 
 
-def run_dir_name(arch: str, source: str, learning_rate: float) -> str:
-    """The run's folder name, e.g. ``"mlp-digits-lr0.001"``."""
-    return f"{arch}-{data_slug(source)}-{lr_label(learning_rate)}"
+def run_dir_name(arch: str, source: str, learning_rate: float, seed: Optional[int] = None) -> str:
+    """The run's folder name, e.g. ``"mlp-digits-lr0.001"``; with ``seed`` (used when a sweep asks for
+    several seeds) ``"mlp-digits-lr0.001-seed1"``.
+
+    Example:
+        >>> run_dir_name("mlp", "digits", 1e-3), run_dir_name("mlp", "digits", 1e-3, seed=1)
+        ('mlp-digits-lr0.001', 'mlp-digits-lr0.001-seed1')
+    """
+    name = f"{arch}-{data_slug(source)}-{lr_label(learning_rate)}"
+    return name if seed is None else f"{name}-seed{seed}"
+
+
+def _unique(values: Sequence) -> list:
+    out: list = []
+    for value in values:
+        if value not in out:
+            out.append(value)
+    return out
+
+
+def plan_sweep(
+    config: TrainConfig,
+    learning_rates: Sequence[float],
+    seeds: Optional[Sequence[int]] = None,
+    out: os.PathLike = "runs",
+) -> List[tuple]:
+    """The runs of a sweep: ``(config, run folder)`` per (learning rate, seed), learning rates outermost.
+
+    Duplicated learning rates or seeds are dropped. Folder names carry the seed only when there are
+    several seeds (one seed keeps the plain ``<arch>-<data>-lr<lr>`` names).
+
+    Args:
+        config: Settings shared by the runs.
+        learning_rates: One or more positive learning rates.
+        seeds: Initialization/shuffling seeds (``init_seed``); None: ``[config.model_seed]``.
+        out: Parent folder of the run folders.
+
+    Raises:
+        ValueError: No or bad learning rates or seeds.
+
+    Example:
+        >>> [d.name for _, d in plan_sweep(TrainConfig(), [1e-3, 1e-2])]
+        ['mlp-digits-lr0.001', 'mlp-digits-lr0.01']
+        >>> [(c.learning_rate, c.init_seed, d.name) for c, d in plan_sweep(TrainConfig(), [1e-3, 1e-2], [0, 1])][:2]
+        [(0.001, 0, 'mlp-digits-lr0.001-seed0'), (0.001, 1, 'mlp-digits-lr0.001-seed1')]
+    """
+    rates = _unique([check_positive_number(lr, "learning_rate") for lr in learning_rates])
+    if not rates:
+        raise ValueError("Received: no learning rate; expected one or more, e.g. [1e-3].")
+    seeds = [config.model_seed] if seeds is None else _unique([check_seed(s, "seeds") for s in seeds])
+    if not seeds:
+        raise ValueError("Received: seeds=[]; expected one or more seeds, e.g. [0, 1, 2], or None.")
+    out = pathlib.Path(out)
+    plans = []
+    for lr in rates:
+        for seed in seeds:
+            c = dataclasses.replace(config, learning_rate=float(lr), init_seed=seed)
+            name = run_dir_name(c.arch, c.data, c.learning_rate, seed if len(seeds) > 1 else None)
+            plans.append((c, out / name))
+    return plans
 
 
 def sweep_figure_path(out: os.PathLike, arch: str, source: str) -> pathlib.Path:
@@ -330,7 +407,7 @@ def train_run(
         data = load_data(config.data, data_dir=config.data_dir, seed=config.seed)
     if probes is None:
         probes = make_probes(data, per_class=config.per_class, val_per_class=config.val_per_class, seed=config.seed)
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.model_seed)  # initialization and shuffling; data and probes use config.seed
     model = build_model(config.arch, data.input_shape, data.n_classes, config.learning_rate)
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -414,53 +491,55 @@ def train_sweep(
     learning_rates: Sequence[float],
     out: os.PathLike = "runs",
     *,
+    seeds: Optional[Sequence[int]] = None,
     overwrite: bool = False,
     figures: bool = True,
     progress: Progress = None,
 ) -> dict:
-    """One run per learning rate (same data, probes and initialization), plus the sweep figure.
+    """One run per (learning rate, seed) on the same data and probes, plus the sweep figure.
+
+    The data split and the probes come from ``config.seed`` for every run; each seed of ``seeds``
+    sets the run's initialization and training order (``TrainConfig.init_seed``). Run folders are
+    those of :func:`plan_sweep`.
 
     Args:
-        config: Settings shared by the runs (its ``learning_rate`` is replaced).
+        config: Settings shared by the runs (its ``learning_rate`` and ``init_seed`` are replaced).
         learning_rates: One or more positive learning rates (duplicates are dropped).
         out: Parent folder of the run folders.
+        seeds: Initialization/shuffling seeds, one run each per learning rate (duplicates dropped);
+            None: the single seed ``config.model_seed``.
         overwrite: Replace existing run files.
-        figures: Write each run's figures and, with two or more runs, the ξ-vs-learning-rate figure.
+        figures: Write each run's figures and, with two or more learning rates, the ξ-vs-learning-rate
+            figure (mean and min–max band across seeds where a learning rate has several).
         progress: Called with progress lines.
 
     Returns:
-        ``{"runs": [summary, ...], "sweep_figure": path or None}``.
+        ``{"runs": [summary, ...], "sweep_figure": path or None}``, runs in the order of
+        :func:`plan_sweep` (learning rates outermost); each summary's ``train`` holds ``lr``,
+        ``seed`` and ``init_seed``.
 
     Raises:
-        FileExistsError: A run file exists and ``overwrite`` is False (checked before any training).
-        ValueError: No or bad learning rates, bad settings.
+        FileExistsError: A run file exists and ``overwrite`` is False (all checked before any training).
+        ValueError: No or bad learning rates or seeds, bad settings.
     """
     from keras_stiffness.data.sources import load_data
 
-    rates: List[float] = []
-    for lr in learning_rates:
-        if lr not in rates:
-            rates.append(lr)
-    if not rates:
-        raise ValueError("Received: no learning rate; expected one or more, e.g. [1e-3].")
-    configs = [dataclasses.replace(config, learning_rate=float(lr)) for lr in rates]
-    out = pathlib.Path(out)
-    run_dirs = [out / run_dir_name(c.arch, c.data, c.learning_rate) for c in configs]
-    check_outputs(run_dirs, overwrite=overwrite)
+    plans = plan_sweep(config, learning_rates, seeds, out)
+    check_outputs([run_dir for _, run_dir in plans], overwrite=overwrite)
     data = load_data(config.data, data_dir=config.data_dir, seed=config.seed)
     probes = make_probes(data, per_class=config.per_class, val_per_class=config.val_per_class, seed=config.seed)
     summaries = []
-    for c, run_dir in zip(configs, run_dirs):
+    for c, run_dir in plans:
         if progress is not None:
             progress(
                 f"[{run_dir.name}] training {c.arch} on {c.data} for {c.epochs} epochs "
-                f"(lr {c.learning_rate:g}, batch {c.batch_size}); run file {run_dir / RUN_FILE}"
+                f"(lr {c.learning_rate:g}, batch {c.batch_size}, seed {c.model_seed}); run file {run_dir / RUN_FILE}"
             )
         summaries.append(
             train_run(c, run_dir, data=data, probes=probes, overwrite=overwrite, figures=figures, progress=progress)
         )
     sweep = None
-    if figures and len(summaries) > 1:
+    if figures and len({c.learning_rate for c, _ in plans}) > 1:
         from keras_stiffness.plots.run_figures import plot_sweep
 
         sweep = str(plot_sweep([s["run_file"] for s in summaries], sweep_figure_path(out, config.arch, config.data)))

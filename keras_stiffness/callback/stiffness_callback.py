@@ -32,7 +32,9 @@ class StiffnessCallback(keras.callbacks.Callback):
       state and BatchNormalization statistics are never changed),
     - summarizes it (class stiffness matrices for train–train, train–val, val–val; within/between;
       per-layer stiffness; stiffness vs distance in input and layer spaces; critical lengths),
-    - appends one row, tagged with step, epoch, train loss, validation loss and learning rate, to the
+    - appends one row, tagged with step, epoch, train loss, validation loss and learning rate, and
+      with its cost ``seconds`` (wall seconds from the start of the measurement to just before the
+      row is appended: computing, Keras logs, TensorBoard; the append itself is excluded), to the
       run file and flushes it (readable while training writes; a crash loses at most that row),
     - puts scalars such as ``stiffness_within_cos`` and ``stiffness_train_val_between_sign`` into the
       epoch ``logs`` so History, CSVLogger, the progress bar, TensorBoard and
@@ -168,6 +170,7 @@ class StiffnessCallback(keras.callbacks.Callback):
             )
         self.measurements: list = []
         #: Wall seconds spent in each measurement (computing, logging and writing), successful or not.
+        #: A measurement's own ``seconds`` tag stops just before its row is appended, so it is smaller.
         self.seconds: list = []
         self.last_scalars: dict = {}
         self._writer = None
@@ -262,7 +265,7 @@ class StiffnessCallback(keras.callbacks.Callback):
             m, gram = measure(self._adapter, self.probes, self.config, tags={"step": step})
             for key, value in self._tags(step, epoch, logs, gram.losses).items():
                 setattr(m, key, value)
-            self._record(m, gram)
+            self._record(m, gram, start)
         except Exception as exc:  # noqa: BLE001 - the failure policy is the user's choice
             if self.on_error == "raise" or at_start:
                 raise
@@ -276,21 +279,24 @@ class StiffnessCallback(keras.callbacks.Callback):
             self.seconds.append(time.perf_counter() - start)
         return m
 
-    def _record(self, m: Measurement, gram) -> None:
+    def _record(self, m: Measurement, gram, start: float) -> None:
+        """Log ``m``, then append it to the run file last, its ``seconds`` (since ``start``) set just before."""
         from keras_stiffness.callback.recording import log_scalars, write_tensorboard
 
         self.measurements.append(m)
         self.last_scalars = log_scalars(m)
-        if self.path is not None and _is_chief():
-            if self._writer is None:
-                self._writer = self._open_writer(m, gram)
-            self._writer.append(m)
+        to_file = self.path is not None and _is_chief()
+        if to_file and self._writer is None:  # opened first: the check of the run file comes early
+            self._writer = self._open_writer(m, gram)
         if self.tensorboard_dir is not None and _is_chief():
             if self._tb is None:
                 import tensorflow as tf
 
                 self._tb = tf.summary.create_file_writer(self.tensorboard_dir)
             write_tensorboard(self._tb, m, gram, self.probes, self.config)
+        m.seconds = time.perf_counter() - start  # the cost up to the write; the append is excluded
+        if to_file:
+            self._writer.append(m)
 
     def _open_writer(self, m: Measurement, gram):
         from keras_stiffness.callback.recording import make_run_info

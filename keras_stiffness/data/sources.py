@@ -4,9 +4,14 @@ NumPy only at import: scikit-learn (digits) and TensorFlow Datasets (``tfds:``) 
 the functions that need them, so ``import keras_stiffness.data.sources`` never imports TensorFlow. The TFDS
 reader lives in :mod:`keras_stiffness.data.tfds`, imported only for ``tfds:`` sources.
 
-Three sources, one result (:class:`DataSplits`):
+Four kinds of source, one result (:class:`DataSplits`):
 
 - ``"digits"``: scikit-learn's bundled 8x8 digits (1,797 images, no download), as ``(N, 8, 8, 1)``.
+- ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"cifar100"``: the paper's datasets as named presets
+  (:data:`PRESETS`) with fixed preprocessing, read through TensorFlow Datasets from the data directory
+  (never downloaded): the ``train`` split for training and the ``test`` split as held-out data; pixels
+  scaled to ``[0, 1]`` (float32), then standardized like every source; grayscale as ``(N, 28, 28, 1)``,
+  CIFAR as ``(N, 32, 32, 3)``; labels ``0..C-1`` named by the dataset's ClassLabel.
 - ``"tfds:NAME[:SPLIT]"``: a TensorFlow Datasets image classification set (``mnist``,
   ``fashion_mnist``, ``cifar10``, ``cifar100``, ...) that is already prepared on disk. Nothing is ever
   downloaded; missing data raises :class:`~keras_stiffness.data.tfds.DataNotFoundError` saying how to get it.
@@ -35,7 +40,56 @@ from keras_stiffness.validation import (
     check_seed,
 )
 
-_FORMS = "'digits', 'tfds:NAME[:SPLIT]' (e.g. 'tfds:mnist') or a path ending in '.npz'"
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """One of the paper's datasets as a named source with fixed preprocessing (see :data:`PRESETS`).
+
+    Attributes:
+        name: The source name (``--data NAME``).
+        tfds_name: The TensorFlow Datasets builder it is read from.
+        image_shape: Shape of one image, channels last.
+        n_classes: Number of classes (labels ``0..n_classes-1``).
+        description: One line for help texts.
+    """
+
+    name: str
+    tfds_name: str
+    image_shape: tuple
+    n_classes: int
+    description: str
+
+
+#: The paper's datasets (Fort et al. 2019) as named sources. Each is read with TensorFlow Datasets from
+#: the data directory (``data_dir``, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``), never
+#: downloaded. Fixed preprocessing, the same for all four: the ``train`` split is the training data and
+#: the ``test`` split (10,000 images in each of the four) the held-out data; only a prepared copy
+#: without a ``test`` split would have ``val_fraction`` of the training data carved out instead. Pixels
+#: (uint8) are scaled to ``[0, 1]`` as float32, then standardized per channel with the training
+#: split's statistics (:func:`standardize`, as for every source; the scaling does not change the
+#: standardized values beyond float32 rounding). Labels are the ``label`` ClassLabel (for CIFAR-100 the
+#: 100 fine classes, not the 20 super-classes), with its class names. ``"tfds:NAME[:SPLIT]"`` stays
+#: the generic form (any split; pixels standardized without the scaling step).
+PRESETS = {
+    p.name: p
+    for p in (
+        Preset("mnist", "mnist", (28, 28, 1), 10, "MNIST handwritten digits, 28x28x1, 60,000 train / 10,000 test"),
+        Preset(
+            "fashion_mnist",
+            "fashion_mnist",
+            (28, 28, 1),
+            10,
+            "Fashion-MNIST clothing, 28x28x1, 60,000 train / 10,000 test",
+        ),
+        Preset("cifar10", "cifar10", (32, 32, 3), 10, "CIFAR-10, 32x32x3, 50,000 train / 10,000 test"),
+        Preset("cifar100", "cifar100", (32, 32, 3), 100, "CIFAR-100 (100 fine classes), 32x32x3, 50,000 / 10,000"),
+    )
+}
+
+_FORMS = (
+    "'digits', 'tfds:NAME[:SPLIT]' (e.g. 'tfds:cifar10:train[:10%]'), a preset ('mnist', 'fashion_mnist', "
+    "'cifar10', 'cifar100') or a path ending in '.npz'"
+)
 
 
 @dataclasses.dataclass
@@ -43,7 +97,8 @@ class DataSplits:
     """A classification dataset as standardized arrays, with an optional held-out split.
 
     Attributes:
-        name: The source it came from, e.g. ``"digits"``, ``"tfds:mnist"``, ``"path/to/file.npz"``.
+        name: The source it came from, e.g. ``"digits"``, ``"cifar10"``, ``"tfds:mnist"``,
+            ``"path/to/file.npz"``.
         x_train: float32 inputs, standardized per channel with training statistics; image sets are
             ``(N, H, W, C)``.
         y_train: int64 labels in ``0..n_classes-1``.
@@ -78,13 +133,15 @@ def parse_source(source: str) -> tuple[str, str, Optional[str]]:
     """Validate a data source string and split it into its parts.
 
     Args:
-        source: ``"digits"``, ``"tfds:NAME[:SPLIT]"`` or a path ending in ``.npz``. For TFDS, NAME may
-            carry a config (``"cifar10_corrupted/brightness_1"``) and SPLIT may use TFDS slicing
-            (``"train[:10%]"``); everything after the first colon following NAME is the split.
+        source: ``"digits"``, a preset name (``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``,
+            ``"cifar100"``; see :data:`PRESETS`), ``"tfds:NAME[:SPLIT]"`` or a path ending in ``.npz``.
+            For TFDS, NAME may carry a config (``"cifar10_corrupted/brightness_1"``) and SPLIT may use
+            TFDS slicing (``"train[:10%]"``); everything after the first colon following NAME is the
+            split. Presets take no split.
 
     Returns:
-        ``(kind, name, split)``: ``("digits", "digits", None)``, ``("tfds", NAME, SPLIT or "train")``
-        or ``("npz", path, None)``.
+        ``(kind, name, split)``: ``("digits", "digits", None)``, ``("preset", NAME, None)``,
+        ``("tfds", NAME, SPLIT or "train")`` or ``("npz", path, None)``.
 
     Raises:
         TypeError: ``source`` is not a string.
@@ -95,6 +152,8 @@ def parse_source(source: str) -> tuple[str, str, Optional[str]]:
         ('tfds', 'mnist', 'train')
         >>> parse_source("tfds:cifar10:train[:10%]")
         ('tfds', 'cifar10', 'train[:10%]')
+        >>> parse_source("cifar10")
+        ('preset', 'cifar10', None)
     """
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(
@@ -103,6 +162,14 @@ def parse_source(source: str) -> tuple[str, str, Optional[str]]:
     source = os.fspath(source).strip()
     if source == "digits":
         return "digits", "digits", None
+    if source in PRESETS:
+        return "preset", source, None
+    preset, sep, split = source.partition(":")
+    if sep and preset in PRESETS:
+        raise ValueError(
+            f"Received: source={source!r}; expected the preset {preset!r} without a split (it always "
+            f"trains on 'train' and holds out 'test'). For another split write 'tfds:{preset}:{split}'."
+        )
     if source.startswith("tfds:"):
         rest = source[len("tfds:") :]
         name, sep, split = rest.partition(":")
@@ -140,8 +207,9 @@ def load_data(
     """Load a classification dataset as standardized float32 arrays.
 
     Held-out split: ``digits`` carves a class-stratified, seeded ``val_fraction`` of the 1,797 images;
-    TFDS uses the ``test`` split when the dataset has one (else carves ``val_fraction`` of the
-    training split); an ``.npz`` uses ``x_val``/``y_val`` when present (else carves). With
+    the presets and TFDS use the ``test`` split when the dataset has one (all four presets do; else
+    they carve ``val_fraction`` of the training split); an ``.npz`` uses ``x_val``/``y_val`` when
+    present (else carves). With
     ``val_fraction=0`` nothing is carved and ``x_val`` is None. Carved splits keep the original order
     within train and within val.
 
@@ -149,23 +217,26 @@ def load_data(
     one-hot rows of shape ``(N, C)``, which are turned into integers by argmax.
 
     Args:
-        source: ``"digits"``, ``"tfds:NAME[:SPLIT]"`` (train split = SPLIT, default ``"train"``) or a
-            path to an ``.npz`` file. See :func:`parse_source`.
-        data_dir: TFDS data directory. Default: the ``TFDS_DATA_DIR`` environment variable, else the
-            TFDS default (``~/tensorflow_datasets``). Ignored for other sources.
+        source: ``"digits"``, a preset (``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"cifar100"``;
+            see :data:`PRESETS` for their fixed preprocessing), ``"tfds:NAME[:SPLIT]"`` (train split =
+            SPLIT, default ``"train"``) or a path to an ``.npz`` file. See :func:`parse_source`.
+        data_dir: TFDS data directory (presets and ``tfds:``). Default: the ``TFDS_DATA_DIR``
+            environment variable, else the TFDS default (``~/tensorflow_datasets``). Ignored for other
+            sources.
         seed: Seed of the stratified carving and of the ``max_train`` subset of ``digits``/``.npz``.
         val_fraction: Fraction of the training data carved out as held-out data when the source has
             no held-out split, in ``[0, 1)``.
         max_train: Cap on the number of training examples. ``digits`` and ``.npz`` take a seeded,
-            class-stratified subset; TFDS reads only the first ``max_train`` examples of its split
-            (a bit more when it must also carve the held-out part from it).
+            class-stratified subset; presets and TFDS read only the first ``max_train`` examples of
+            their split (a bit more when they must also carve the held-out part from it).
 
     Returns:
         A :class:`DataSplits`.
 
     Raises:
         ValueError: Unknown source or TFDS name, bad arguments, an ``.npz`` without ``x``/``y``,
-            labels out of range, non-finite inputs, or a TFDS set that is not image classification.
+            labels out of range, non-finite inputs, a TFDS set that is not image classification, or
+            a preset whose prepared data has another image shape or class count.
         FileNotFoundError: The ``.npz`` file does not exist.
         DataNotFoundError: The TFDS dataset is not prepared in the data directory.
 
@@ -188,6 +259,10 @@ def load_data(
         x, y, x_val, y_val, class_names = _load_digits()
     elif kind == "npz":
         x, y, x_val, y_val, class_names = _load_npz(name)
+    elif kind == "preset":
+        x, y, x_val, y_val, class_names = read_preset(
+            name, data_dir=data_dir, val_fraction=val_fraction, max_train=max_train
+        )
     else:
         from keras_stiffness.data.tfds import load_tfds
 
@@ -201,7 +276,7 @@ def load_data(
             train_mask[val_idx] = False
             x, y, x_val, y_val = x[train_mask], y[train_mask], x[val_idx], y[val_idx]
     if max_train is not None and len(x) > max_train:
-        keep = np.arange(max_train) if kind == "tfds" else stratified_pick(y, max_train, rng)
+        keep = np.arange(max_train) if kind in ("tfds", "preset") else stratified_pick(y, max_train, rng)
         x, y = x[keep], y[keep]
 
     n_classes = len(class_names)
@@ -226,6 +301,56 @@ def load_data(
         input_shape=tuple(int(d) for d in x.shape[1:]),
         n_classes=n_classes,
     )
+
+
+def read_preset(
+    name: str, *, data_dir: Optional[str] = None, val_fraction: float = 0.2, max_train: Optional[int] = None
+) -> tuple:
+    """A preset's arrays after its scaling to ``[0, 1]``, before standardization (see :data:`PRESETS`).
+
+    :func:`load_data` calls this for a preset source, then carves a held-out part when there is no
+    ``test`` split, applies ``max_train`` and standardizes.
+
+    Args:
+        name: A key of :data:`PRESETS`.
+        data_dir: TFDS data directory, or None for ``$TFDS_DATA_DIR``, else the TFDS default.
+        val_fraction: Only used to read enough training examples under ``max_train`` when the
+            prepared data has no ``test`` split (the held-out part is then carved from them).
+        max_train: Cap on the training examples read, or None.
+
+    Returns:
+        ``(x, y, x_val, y_val, class_names)``: float32 images in ``[0, 1]`` of shape
+        ``(N,) + image_shape``, int64 labels, the ``test`` split likewise (None when the prepared data
+        has no ``test`` split), and the ClassLabel's names.
+
+    Raises:
+        ValueError: ``name`` is not a preset, or the prepared data has another image shape or class
+            count than the preset (a different dataset version or config).
+        DataNotFoundError: The dataset is not prepared in the data directory.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"Received: preset {name!r}; expected one of {sorted(PRESETS)}.")
+    preset = PRESETS[name]
+    from keras_stiffness.data.tfds import load_tfds
+
+    x, y, x_val, y_val, class_names = load_tfds(
+        preset.tfds_name, "train", data_dir, val_fraction, max_train, source=name
+    )
+    if tuple(x.shape[1:]) != preset.image_shape or len(class_names) != preset.n_classes or x.dtype != np.uint8:
+        raise ValueError(
+            f"Received: TFDS data for preset {name!r} with {x.dtype} images of shape {tuple(x.shape[1:])} "
+            f"and {len(class_names)} classes; expected uint8 images of shape {preset.image_shape} and "
+            f"{preset.n_classes} classes. Prepare the standard '{preset.tfds_name}' dataset, or read this "
+            f"one with --data tfds:{preset.tfds_name}."
+        )
+    return _unit_scale(x), y, (None if x_val is None else _unit_scale(x_val)), y_val, class_names
+
+
+def _unit_scale(x: np.ndarray) -> np.ndarray:
+    """uint8 pixels 0..255 as float32 in ``[0, 1]``."""
+    out = x.astype(np.float32)
+    out /= np.float32(255.0)
+    return out
 
 
 def standardize(x_train, *others) -> tuple:

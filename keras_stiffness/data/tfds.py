@@ -1,6 +1,7 @@
 """Read a prepared TensorFlow Datasets image classification set as NumPy arrays, never downloading.
 
-The ``tfds:NAME[:SPLIT]`` source of :func:`keras_stiffness.data.sources.load_data`, which imports this module
+The ``tfds:NAME[:SPLIT]`` source of :func:`keras_stiffness.data.sources.load_data`, and the reader behind its
+presets (``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``); ``load_data`` imports this module
 only when such a source is asked for. TensorFlow Datasets itself is imported inside the functions, so
 importing this module stays light too. Missing data raises
 :class:`DataNotFoundError` saying how to get it.
@@ -22,7 +23,7 @@ class DataNotFoundError(FileNotFoundError):
     """A TFDS dataset is not prepared in the data directory, and this toolkit never downloads."""
 
 
-def load_tfds(name, split, data_dir, val_fraction, max_train):
+def load_tfds(name, split, data_dir, val_fraction, max_train, *, source=None):
     """Read split ``split`` of TFDS set ``name`` (and its ``test`` split as held-out data, if any).
 
     Args:
@@ -31,6 +32,8 @@ def load_tfds(name, split, data_dir, val_fraction, max_train):
         data_dir: TFDS data directory, or None for ``$TFDS_DATA_DIR``, else the TFDS default.
         val_fraction: Fraction the caller will carve when there is no ``test`` split.
         max_train: Cap on the training examples read, or None.
+        source: The source as the user wrote it, for the "not prepared" message (default
+            ``"tfds:NAME"``; a preset passes its own name).
 
     Returns:
         ``(x, y, x_val, y_val, class_names)``; ``x_val``/``y_val`` are None without a ``test`` split.
@@ -66,10 +69,11 @@ def load_tfds(name, split, data_dir, val_fraction, max_train):
     limit = max_train
     if max_train is not None and not has_test and val_fraction > 0:
         limit = math.ceil(max_train / (1.0 - val_fraction))
-    x, y = _read_tfds_split(builder, name, split, image_key, label_key, limit)
+    source = source or f"tfds:{name}"
+    x, y = _read_tfds_split(builder, name, split, image_key, label_key, limit, source)
     x_val = y_val = None
     if has_test:
-        x_val, y_val = _read_tfds_split(builder, name, "test", image_key, label_key, None)
+        x_val, y_val = _read_tfds_split(builder, name, "test", image_key, label_key, None, source)
     return x, y, x_val, y_val, class_names
 
 
@@ -107,7 +111,7 @@ def _image_label_keys(builder, name):
     return image_key, label_key
 
 
-def _read_tfds_split(builder, name, split, image_key, label_key, limit):
+def _read_tfds_split(builder, name, split, image_key, label_key, limit, source):
     import tensorflow_datasets as tfds
 
     try:
@@ -115,7 +119,7 @@ def _read_tfds_split(builder, name, split, image_key, label_key, limit):
     except AssertionError as err:  # TFDS signals "not prepared" with an AssertionError
         if builder.is_prepared():
             raise
-        raise DataNotFoundError(_not_found_message(name, builder)) from err
+        raise DataNotFoundError(_not_found_message(name, builder, source)) from err
     if limit is not None:
         ds = ds.take(limit)
     ds = ds.map(lambda ex: (ex[image_key], ex[label_key])).batch(4096)
@@ -132,10 +136,10 @@ def _read_tfds_split(builder, name, split, image_key, label_key, limit):
     return x, check_labels(np.concatenate(ys), "label")
 
 
-def _not_found_message(name, builder):
+def _not_found_message(name, builder, source):
     searched = os.fspath(builder.data_dir)
     return (
-        f"Received: source='tfds:{name}', but the TFDS dataset {name!r} is not prepared: looked in "
+        f"Received: source={source!r}, but the TFDS dataset {name!r} is not prepared: looked in "
         f"{searched!r} (data_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets); expected its "
         "prepared files there, and this toolkit never downloads. How to fix: on a machine with "
         f'network run `tfds build {name}` (or `python -c "import tensorflow_datasets as tfds; '

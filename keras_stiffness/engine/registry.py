@@ -19,11 +19,14 @@ def _builtin_table() -> Dict[type, Rule]:
 
     from keras_stiffness.engine.rules.conv import CONV, DEPTHWISE, SEPARABLE
     from keras_stiffness.engine.rules.dense import DENSE
+    from keras_stiffness.engine.rules.einsum import EINSUM
     from keras_stiffness.engine.rules.embedding import EMBEDDING
     from keras_stiffness.engine.rules.normalization import NORMALIZATION
+    from keras_stiffness.engine.rules.recurrent import RECURRENT
 
     return {
         layers.Dense: DENSE,
+        layers.EinsumDense: EINSUM,
         layers.Conv1D: CONV,
         layers.Conv2D: CONV,
         layers.Conv3D: CONV,
@@ -34,6 +37,9 @@ def _builtin_table() -> Dict[type, Rule]:
         layers.Embedding: EMBEDDING,
         layers.BatchNormalization: NORMALIZATION,
         layers.LayerNormalization: NORMALIZATION,
+        layers.SimpleRNN: RECURRENT,
+        layers.LSTM: RECURRENT,
+        layers.GRU: RECURRENT,
     }
 
 

@@ -1,7 +1,7 @@
 """Split a Keras model into Gram units: the layers whose weights get one Gram block each.
 
 A unit is a layer with a rule (Dense, Conv, ...), or a layer without one that owns trainable weights
-(LSTM, MultiHeadAttention, a custom layer: measured by the exact per-example jacobian of its weights
+(a stateful RNN, a custom layer: measured by the exact per-example jacobian of its weights
 alone). Models, and custom layers that only hold other layers, are containers: the walk goes inside.
 """
 

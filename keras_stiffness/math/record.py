@@ -37,6 +37,10 @@ TAGS = (
     "probe_loss",
     "probe_val_loss",
 )
+#: Tags that say what a measurement cost. A group of their own, kept out of :data:`TAGS` (which
+#: reports, logs and ``summarize(tags=...)`` iterate): more will join (a memory budget, block
+#: counts), each a float that is NaN when unknown.
+COST_TAGS = ("seconds",)
 
 
 @dataclasses.dataclass
@@ -75,6 +79,11 @@ class Measurement:
         probe_loss: Mean loss of the training probes at that moment, in inference mode: the current
             training loss, consistent across rows (use it to compare runs at matched train loss).
         probe_val_loss: Mean loss of the held-out probes at that moment (NaN without them).
+        seconds: What the measurement cost in wall seconds, from its start to just before its row is
+            written to a run file: computing the Gram matrix and the summaries, then the caller's
+            own logging (the callback's Keras logs and TensorBoard). Writing the row is excluded.
+            NaN when unknown (rows of run files older than format version 2). See
+            :data:`COST_TAGS`.
     """
 
     step: int
@@ -105,6 +114,7 @@ class Measurement:
     gram: Optional[np.ndarray] = None
     probe_loss: float = math.nan
     probe_val_loss: float = math.nan
+    seconds: float = math.nan
 
     def scalar(self, name: str, pair_set: str = "train-train", measure: str = "cos") -> float:
         """One summary as a float: ``name`` in {"within", "between", "mean"}.

@@ -467,8 +467,9 @@ def plot_run(
         return [save(fig, out / f"{prefix}{stem}.png") for stem, fig in figures.items()]
 
 
-def plot_sweep(run_paths: Sequence[str], out_path, *, measure: str = "sign", match: str = "epoch") -> pathlib.Path:
-    """Figure 10: ξ and within-class stiffness vs learning rate; see :mod:`keras_stiffness.plots.sweep`."""
+def plot_sweep(run_paths: Sequence[str], out_path, *, measure: str = "sign", match: str = "both") -> pathlib.Path:
+    """Figure 10: ξ and within-class stiffness vs learning rate (mean and min–max band across seeds), at the
+    last common epoch and at a common train loss; see :mod:`keras_stiffness.plots.sweep`."""
     from keras_stiffness.plots.sweep import plot_sweep as _plot_sweep
 
     return _plot_sweep(run_paths, out_path, measure=measure, match=match)

@@ -21,6 +21,7 @@ from keras_stiffness.store.layout import (
     FormatVersionError,
     MeasurementMismatchError,
     NotARunError,
+    RunDamagedError,
     RunInfo,
     RunMismatchError,
     Series,
@@ -62,8 +63,11 @@ def check_info(info: RunInfo) -> None:
 
 
 def load_info(f: h5py.File, path: str) -> RunInfo:
+    """The stored RunInfo; RunDamagedError for a checksum failure, NotARunError for anything missing."""
     try:
         return read_info(f)
+    except RunDamagedError:
+        raise
     except (KeyError, ValueError, TypeError, OSError) as e:
         raise NotARunError(
             f"Received: {path!r}, marked as a run of format {FORMAT!r} but with missing or invalid "
@@ -71,14 +75,13 @@ def load_info(f: h5py.File, path: str) -> RunInfo:
         ) from e
 
 
-def check_resumable(f: h5py.File, path: str, info: RunInfo) -> RunInfo:
-    """The stored RunInfo of ``f``, checked to be appendable by a run described by ``info``."""
+def check_resumable(f: h5py.File, path: str, info: RunInfo) -> Tuple[RunInfo, int]:
+    """The stored RunInfo of ``f`` and its format version, checked to be appendable by ``info``.
+
+    A file of an older format version passes (the writer upgrades it by rewriting it); a newer one
+    raises :class:`FormatVersionError` (from :func:`check_format`).
+    """
     version = check_format(f, path)
-    if version != FORMAT_VERSION:
-        raise FormatVersionError(
-            f"Received: {path!r} with format_version={version}; expected "
-            f"{FORMAT_VERSION} to append to it. Start a new run file instead."
-        )
     stored = load_info(f, path)
     diffs = info_differences(stored, info)
     if diffs:
@@ -88,7 +91,7 @@ def check_resumable(f: h5py.File, path: str, info: RunInfo) -> RunInfo:
             "probe set and configuration as the stored run. Use the original probe set, or "
             "start a new run with RunWriter.create(..., overwrite=True)."
         )
-    return stored
+    return stored, version
 
 
 #: RunInfo fields a resumed run must share with its file (they fix the datasets' shapes and meaning).

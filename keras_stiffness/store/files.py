@@ -18,10 +18,12 @@ import h5py
 import numpy as np
 
 from keras_stiffness.store.layout import (
+    FORMAT_VERSION,
     NotARunError,
     RunInfo,
     RunInUseError,
     attr_str,
+    read_dataset,
     series_names,
     write_layout,
 )
@@ -125,20 +127,31 @@ def open_for_reading(path: str) -> Tuple[h5py.File, bool]:
 
 
 def rewrite(src: h5py.File, path: str, info: RunInfo, keep: int, record: dict) -> h5py.File:
-    """Copy the first ``keep`` rows of a file whose writer died into a fresh file at ``path``."""
+    """Copy the first ``keep`` rows of ``src`` into a fresh file of the current format at ``path``.
+
+    Used for a file whose writer died, and for a file of an older format version (which this
+    upgrades): the copy has the current layout (checksums, every series), the attributes of ``src``
+    and ``format_version = FORMAT_VERSION``. A series ``src`` lacks keeps its fill value (NaN) in
+    the copied rows. A chunk of ``src`` that fails its checksum raises RunDamagedError (nothing is
+    replaced).
+    """
     file, tmp = new_file(path)
     try:
         write_layout(file, info, __version__)
         for name in src.attrs:
             file.attrs[name] = src.attrs[name]
+        file.attrs["format_version"] = np.int64(FORMAT_VERSION)
         for name in series_names(info.save_gram):
-            source, target = src[name], file[name]
+            target = file[name]
             target.resize(keep, axis=0)
+            if name not in src:  # a series newer than the file's format version
+                continue
+            source = src[name]
             row_bytes = source.dtype.itemsize * int(np.prod(source.shape[1:]))
             rows = max(1, _COPY_BYTES // max(1, row_bytes))
             for start in range(0, keep, rows):
                 stop = min(keep, start + rows)
-                target[start:stop] = source[start:stop]
+                target[start:stop] = read_dataset(source, name, slice(start, stop))
         _add_resume_record(file, record)
         file.flush()
         file.swmr_mode = True

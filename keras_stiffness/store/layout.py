@@ -25,6 +25,11 @@ letter      axis name       coordinate values
 ``N``       ``probe``       probe number 0..N-1 (int64)
 ``N``       ``probe_j``     probe number 0..N-1 (int64), second axis of ``gram``
 ==========  ==============  ======================================================
+
+Format versions: 1 (the first), 2 (every numeric dataset chunked with HDF5's Fletcher32 checksum,
+and the cost tag ``seconds``). Files of version 1 are still read: a series a version lacks (see
+:attr:`Series.since`) reads as its fill value (NaN), and a damaged chunk goes unnoticed there.
+Reading a chunk whose checksum fails raises :class:`RunDamagedError`.
 """
 
 from __future__ import annotations
@@ -34,18 +39,21 @@ import datetime
 import json
 import os
 from dataclasses import field
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import h5py
 import numpy as np
 
-from keras_stiffness.math.record import TAGS, Measurement
+from keras_stiffness.math.record import COST_TAGS, TAGS, Measurement
 from keras_stiffness.validation import check_int, check_names
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 FORMAT = "keras_stiffness.run"
-FORMAT_VERSION = 1
+#: Version of the files this keras_stiffness writes; it reads every version from 1 up to this one.
+FORMAT_VERSION = 2
+#: Every dataset holding numbers is chunked with this HDF5 checksum filter (from format version 2).
+CHECKSUM = "fletcher32"
 METRICS = ("cosine", "euclidean")
 
 #: Rows of one chunk hold about this many bytes (at least one row, at most ``MAX_CHUNK_ROWS``).
@@ -75,6 +83,51 @@ class MeasurementMismatchError(RunFileError):
 
 class RunInUseError(RunFileError):
     """The file is open in another process, so it cannot be modified now."""
+
+
+class RunDamagedError(RunFileError):
+    """Part of a run file cannot be read back intact (a Fletcher32 checksum fails, or HDF5 cannot read it).
+
+    Attributes:
+        path: The run file.
+        dataset: Name of the dataset that cannot be read (``"within"``, ``"probe_label"``...).
+    """
+
+    def __init__(self, message: str, path: str = "", dataset: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.dataset = dataset
+
+
+def damaged_error(path: str, dataset: str, exc: BaseException) -> RunDamagedError:
+    """The :class:`RunDamagedError` for a failed read of ``dataset`` (raise it ``from exc``)."""
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return RunDamagedError(
+        f"Received: {path!r}, whose dataset {dataset!r} cannot be read intact (HDF5: {reason}); "
+        "expected data that matches its checksum. The file is damaged (its other datasets may still "
+        "read): restore it from a backup copy, or re-create the run.",
+        path=path,
+        dataset=dataset,
+    )
+
+
+def read_dataset(ds: Any, name: str, selection: Any = ()) -> Any:
+    """``ds[selection]``, a failed read (checksum mismatch, I/O error) raised as :class:`RunDamagedError`.
+
+    ``ds`` is an ``h5py.Dataset`` or one of its wrappers (``ds.asstr()``); ``name`` names it in the
+    message.
+    """
+    try:
+        return ds[selection]
+    except OSError as exc:
+        raise damaged_error(_filename(ds), name, exc) from exc
+
+
+def _filename(ds: Any) -> str:
+    try:
+        return str(getattr(ds, "_dset", ds).file.filename)
+    except Exception:  # noqa: BLE001 - only for the message
+        return "?"
 
 
 @dataclasses.dataclass(eq=False)
@@ -219,6 +272,13 @@ class Series:
     axes: Tuple[str, ...]
     kind: str  # "f": float64 (fill NaN), "i": int64
     description: str
+    #: First format version with this dataset; reading an older file gives its fill value instead.
+    since: int = 1
+
+    @property
+    def fill(self) -> Any:
+        """The fill value: NaN for floats, 0 for counts (also what an older file without it reads as)."""
+        return np.nan if self.kind == "f" else 0
 
 
 #: Every growing dataset in file order (``step`` last: its length commits a row).
@@ -230,6 +290,14 @@ SERIES: Tuple[Series, ...] = (
     Series("wall_time", (), "f", "Seconds since the run started"),
     Series("probe_loss", (), "f", "Mean loss of the training probes when measured (inference mode)"),
     Series("probe_val_loss", (), "f", "Mean loss of the held-out probes when measured (NaN without)"),
+    # Cost tags (math.record.COST_TAGS): floats, NaN when unknown.
+    Series(
+        "seconds",
+        (),
+        "f",
+        "Wall seconds the measurement took up to just before its row was written (NaN when unknown)",
+        since=2,
+    ),
     Series(
         "class_matrix",
         ("pair_set", "measure", "class_from", "class_to"),
@@ -273,14 +341,14 @@ SERIES: Tuple[Series, ...] = (
 )
 SERIES_BY_NAME: Dict[str, Series] = {s.name: s for s in SERIES}
 #: Per-row Measurement fields that are arrays or per-row scalars (everything but the names and tags).
-ARRAY_FIELDS = tuple(s.name for s in SERIES if s.name not in TAGS and s.name != "measurement")
+ARRAY_FIELDS = tuple(s.name for s in SERIES if s.name not in TAGS + COST_TAGS and s.name != "measurement")
 STRING_AXES = ("pair_set", "measure", "class_from", "class_to", "layer", "space")
 INDEX_AXES = ("bin", "bin_edge", "probe", "probe_j")
 
 
-def series_names(save_gram: bool) -> Tuple[str, ...]:
-    """Names of the growing datasets a file has (``gram`` only with ``save_gram``)."""
-    return tuple(s.name for s in SERIES if save_gram or s.name != "gram")
+def series_names(save_gram: bool, version: int = FORMAT_VERSION) -> Tuple[str, ...]:
+    """Names of the growing datasets a file of format ``version`` has (``gram`` only with ``save_gram``)."""
+    return tuple(s.name for s in SERIES if (save_gram or s.name != "gram") and s.since <= version)
 
 
 def chunk_rows(row_elements: int) -> int:
@@ -317,15 +385,17 @@ def write_layout(f: h5py.File, info: RunInfo, library_version: str) -> None:
     scales = {}
     for axis, values in strings.items():
         scales[axis] = f.create_dataset(axis, data=np.array(values, dtype=object), dtype=h5py.string_dtype())
+    # Numbers are checksummed (Fletcher32 needs chunks; every axis here has length >= 1). The strings
+    # above are not: their values live in HDF5's global heap, outside any chunk.
     for axis in INDEX_AXES:
         if axis != "probe_j" or info.save_gram:
-            scales[axis] = f.create_dataset(axis, data=np.arange(sizes[axis], dtype=np.int64))
+            scales[axis] = f.create_dataset(axis, data=np.arange(sizes[axis], dtype=np.int64), fletcher32=True)
     for name, values in (
         ("probe_label", info.probe_labels),
         ("probe_index", info.probe_indices),
         ("probe_is_val", info.probe_is_val),
     ):
-        f.create_dataset(name, data=values)
+        f.create_dataset(name, data=values, fletcher32=True)
 
     datasets = {}
     for s in SERIES:
@@ -342,7 +412,8 @@ def write_layout(f: h5py.File, info: RunInfo, library_version: str) -> None:
             maxshape=(None,) + tuple(d or None for d in shape),
             chunks=(rows,) + chunk,
             dtype=np.float64 if s.kind == "f" else np.int64,
-            fillvalue=np.nan if s.kind == "f" else 0,
+            fillvalue=s.fill,
+            fletcher32=True,
         )
         datasets[s.name].attrs["description"] = s.description
     scales["measurement"] = datasets["measurement"]
@@ -366,16 +437,24 @@ def attr_str(f: h5py.File, name: str) -> str:
 
 
 def read_info(f: h5py.File) -> RunInfo:
-    """Rebuild the :class:`RunInfo` of an open run file (format already checked)."""
+    """Rebuild the :class:`RunInfo` of an open run file (format already checked).
+
+    Raises:
+        RunDamagedError: a dataset fails its checksum.
+        KeyError, ValueError, TypeError: missing or invalid content.
+    """
 
     def strings(name: str) -> Tuple[str, ...]:
-        return tuple(f[name].asstr()[()].tolist())
+        return tuple(read_dataset(f[name].asstr(), name).tolist())
+
+    def numbers(name: str) -> np.ndarray:
+        return read_dataset(f[name], name)
 
     return RunInfo(
         class_names=list(strings("class_from")),
-        probe_labels=f["probe_label"][()],
-        probe_indices=f["probe_index"][()],
-        probe_is_val=f["probe_is_val"][()],
+        probe_labels=numbers("probe_label"),
+        probe_indices=numbers("probe_index"),
+        probe_is_val=numbers("probe_is_val"),
         probe_hash=attr_str(f, "probe_hash"),
         pair_sets=strings("pair_set"),
         measures=strings("measure"),
@@ -393,13 +472,34 @@ def read_info(f: h5py.File) -> RunInfo:
     )
 
 
-def row_measurement(f: Mapping[str, Any], i: int, info: RunInfo) -> Measurement:
-    """Read row ``i`` (non-negative, already bounds-checked) back into a Measurement."""
-    values: Dict[str, Any] = {name: f[name][i] for name in series_names(info.save_gram)}
+def missing_series(name: str, info: RunInfo, rows: Optional[int] = None) -> np.ndarray:
+    """What series ``name`` reads as in a file older than it (:attr:`Series.since`): its fill value.
+
+    ``rows=None`` gives one row (the shape of the axes after ``measurement``), else ``(rows, ...)``.
+    """
+    s = SERIES_BY_NAME[name]
+    sizes = info.axis_sizes()
+    shape = tuple(sizes[a] for a in s.axes)
+    return np.full(shape if rows is None else (rows,) + shape, s.fill, dtype=np.float64 if s.kind == "f" else np.int64)
+
+
+def row_measurement(
+    read: Callable[[str, int], Any], i: int, info: RunInfo, version: int = FORMAT_VERSION
+) -> Measurement:
+    """Read row ``i`` (non-negative, already bounds-checked) back into a Measurement.
+
+    ``read(name, i)`` reads row ``i`` of series ``name``; series a file of format ``version`` lacks
+    read as their fill value (:func:`missing_series`).
+    """
+    present = series_names(info.save_gram, version)
+    values: Dict[str, Any] = {
+        name: read(name, i) if name in present else missing_series(name, info)[()]
+        for name in series_names(info.save_gram)
+    }
     values.pop("measurement")
     for name in ("step", "zero_grad"):
         values[name] = int(values[name])
-    for name in TAGS[1:]:
+    for name in TAGS[1:] + COST_TAGS:
         values[name] = float(values[name])
     gram: Optional[np.ndarray] = values.pop("gram", None)
     return Measurement(

@@ -2,27 +2,56 @@
 
 A file that is being written (or whose writer died) is opened in SWMR read mode, a closed one
 normally; :meth:`Run.refresh` picks up rows appended since. h5py and NumPy only.
+
+Damage: from format version 2 every numeric chunk carries a Fletcher32 checksum, and a read that
+fails it raises :class:`~keras_stiffness.store.layout.RunDamagedError` naming the file and the
+dataset (from :func:`open_run` for the header datasets, from :meth:`Run.series`, :attr:`Run.tags`
+and :meth:`Run.measurement` for the rows they read). In SWMR mode a failed read is first retried a
+few times after a refresh: the writer rewrites a chunk in place when it appends to it, and a read
+that overlaps that rewrite fails its checksum without any damage. Files of format version 1 have
+no checksums and no ``seconds`` series (it reads as NaN).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Iterator, Tuple
+import time
+from typing import Any, Dict, Iterator, Tuple
 
 import h5py
 import numpy as np
 
-from keras_stiffness.math.record import TAGS, Measurement
+from keras_stiffness.math.record import COST_TAGS, TAGS, Measurement
 from keras_stiffness.store.checks import check_format, load_info
 from keras_stiffness.store.files import open_for_reading
-from keras_stiffness.store.layout import ARRAY_FIELDS, PathLike, attr_str, row_measurement, series_names
+from keras_stiffness.store.layout import (
+    ARRAY_FIELDS,
+    NotARunError,
+    PathLike,
+    attr_str,
+    damaged_error,
+    missing_series,
+    row_measurement,
+    series_names,
+)
 
 __all__ = ["Run", "open_run"]
+
+#: In SWMR mode, how often a read that fails its checksum is retried (after a refresh) before the
+#: file is called damaged, and the pause before the k-th retry (``k * _RETRY_PAUSE`` seconds).
+_SWMR_RETRIES = 5
+_RETRY_PAUSE = 0.01
 
 
 def open_run(path: PathLike) -> "Run":
     """Open a run file for reading (also while a writer is appending to it).
+
+    Raises:
+        FileNotFoundError, IsADirectoryError: no file at ``path``.
+        NotARunError: not a run file (not HDF5, truncated, another kind of HDF5 file).
+        FormatVersionError: written by a newer keras_stiffness.
+        RunDamagedError: a header dataset (probe labels...) fails its checksum.
 
     Example:
         >>> with open_run("saved_runs/digits_mlp.h5") as run:  # doctest: +SKIP
@@ -40,7 +69,7 @@ class Run:
 
     Attributes:
         path: The run file.
-        format_version: Format version of the file.
+        format_version: Format version of the file (1 or 2; a version 1 file reads ``seconds`` as NaN).
         info: The run's :class:`RunInfo`, rebuilt from the file.
 
     Example:
@@ -69,11 +98,38 @@ class Run:
         try:
             self.format_version = check_format(self._file, self.path)
             self.info = load_info(self._file, self.path)
-            self._datasets = {name: self._file[name] for name in series_names(self.info.save_gram)}
+            self._datasets = {
+                name: self._dataset(name) for name in series_names(self.info.save_gram, self.format_version)
+            }
             self._n = self._count()
         except BaseException:
             self._file.close()
             raise
+
+    def _dataset(self, name: str) -> h5py.Dataset:
+        try:
+            return self._file[name]
+        except KeyError as exc:
+            raise NotARunError(
+                f"Received: {self.path!r} without the dataset {name!r}; expected every series of format "
+                f"version {self.format_version}. The file is damaged or incomplete; re-create it."
+            ) from exc
+        except OSError as exc:  # its object header fails HDF5's metadata checksum
+            raise damaged_error(self.path, name, exc) from exc
+
+    def _read(self, name: str, selection: Any) -> Any:
+        """``dataset[selection]``; a failed read raises RunDamagedError (in SWMR mode after retries)."""
+        ds = self._datasets[name]
+        retries = _SWMR_RETRIES if self._swmr else 0
+        for attempt in range(retries + 1):
+            try:
+                return ds[selection]
+            except OSError as exc:
+                if attempt == retries:
+                    raise damaged_error(self.path, name, exc) from exc
+            time.sleep(_RETRY_PAUSE * (attempt + 1))
+            ds.refresh()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _count(self) -> int:
         return min(ds.shape[0] for ds in self._datasets.values())
@@ -139,30 +195,38 @@ class Run:
 
     @property
     def tags(self) -> Dict[str, np.ndarray]:
-        """``(T,)`` arrays by tag name: step (int64), epoch, train_loss, val_loss, ... (float64)."""
-        return {name: self.series(name) for name in TAGS}
+        """``(T,)`` arrays by tag name: step (int64), epoch, train_loss, val_loss, ... (float64), then the
+        cost tags (``seconds``; NaN in files of format version 1)."""
+        return {name: self.series(name) for name in TAGS + COST_TAGS}
 
     def series(self, name: str) -> np.ndarray:
         """One per-row field stacked over the visible rows, e.g. ``"within"`` -> ``(T, P, M)``.
 
         Args:
-            name: A tag (``"step"``...) or an array field of Measurement (``"class_matrix"``...).
+            name: A tag (``"step"``...), a cost tag (``"seconds"``) or an array field of Measurement
+                (``"class_matrix"``...). A series newer than the file's format version reads as its
+                fill value (``seconds`` of a version 1 file: NaN).
 
         Raises:
             ValueError: unknown name, or ``"gram"`` in a run written without ``save_gram``.
+            RunDamagedError: the rows fail their checksum.
         """
         self._open()
-        if name not in self._datasets or name == "measurement":
-            known = [n for n in TAGS + ARRAY_FIELDS if n in self._datasets]
+        readable = series_names(self.info.save_gram)
+        if name not in readable or name == "measurement":
+            known = [n for n in TAGS + COST_TAGS + ARRAY_FIELDS if n in readable]
             hint = " (this run was written with save_gram=False)" if name == "gram" else ""
             raise ValueError(f"Received: name={name!r}{hint}; expected one of {known}.")
-        return self._datasets[name][: self._n]
+        if name not in self._datasets:
+            return missing_series(name, self.info, self._n)
+        return self._read(name, slice(0, self._n))
 
     def measurement(self, i: int) -> Measurement:
         """Row ``i`` as a Measurement (negative ``i`` counts from the end).
 
         Raises:
             IndexError: ``i`` is out of range.
+            RunDamagedError: the row fails its checksum in some dataset.
         """
         self._open()
         n = self._n
@@ -171,7 +235,7 @@ class Run:
                 f"Received: i={i!r}; expected an int with {-n} <= i < {n} (the run has {n} "
                 "measurements; call refresh() to see newer ones)."
             )
-        return row_measurement(self._datasets, int(i) % n, self.info)
+        return row_measurement(self._read, int(i) % n, self.info, self.format_version)
 
     def __iter__(self) -> Iterator[Measurement]:
         return (self.measurement(i) for i in range(self._n))

@@ -17,6 +17,12 @@ How the file stays readable while it grows (HDF5 SWMR, single writer / multiple 
   died) in SWMR read mode; :meth:`Run.refresh` picks up new rows.
 - While a writer has the file, it holds a shared ``flock`` on it (as HDF5 readers do). Resuming or
   overwriting first checks that nobody holds the file, so a live writer is never clobbered.
+- Every numeric dataset carries HDF5's Fletcher32 checksum (format version 2), so a damaged chunk
+  fails to read (``RunDamagedError``) instead of giving other numbers. A SWMR reader can catch a
+  chunk while the writer rewrites it in place and see a checksum failure that is not damage;
+  :class:`~keras_stiffness.store.reader.Run` re-reads before it believes one.
+- :meth:`RunWriter.resume` upgrades a file of an older format version: it rewrites it in the
+  current format (as after a crash), so the file is all of one version.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from keras_stiffness.store.files import (
     shorten_in_place,
     utc_now,
 )
-from keras_stiffness.store.layout import PathLike, RunInfo, series_names, write_layout
+from keras_stiffness.store.layout import FORMAT_VERSION, PathLike, RunInfo, read_dataset, series_names, write_layout
 from keras_stiffness.validation import check_writable
 from keras_stiffness.version import __version__
 
@@ -129,9 +135,14 @@ class RunWriter:
     def resume(cls, path: PathLike, info: RunInfo, *, from_step: int) -> "RunWriter":
         """Continue a run: drop the rows with ``step >= from_step``, then append after the rest.
 
-        The file must have this format version and the same probe set (hash), names and sizes as
-        ``info``. A file closed cleanly is shortened in place; a file whose writer died (still marked
-        as open by HDF5) is copied to a fresh file that then replaces it.
+        The file must have the same probe set (hash), names and sizes as ``info``. A file closed
+        cleanly is shortened in place; a file whose writer died (still marked as open by HDF5) is
+        copied to a fresh file that then replaces it.
+
+        A file of an older format version (1) is upgraded: its kept rows are copied into a fresh
+        file of the current version (checksummed; ``seconds`` is NaN in the old rows), which then
+        replaces it. Older keras_stiffness versions cannot read the upgraded file; keep a copy of
+        the old one if they must. The ``resumed`` record notes ``from_format_version``.
 
         Args:
             path: An existing run file.
@@ -143,7 +154,9 @@ class RunWriter:
 
         Raises:
             FileNotFoundError: ``path`` does not exist.
-            NotARunError, FormatVersionError: the file is not a run of this format version.
+            NotARunError: the file is not a run.
+            FormatVersionError: the file was written in a newer format version.
+            RunDamagedError: a chunk that must be read fails its checksum.
             RunMismatchError: probe hash, names or sizes differ from ``info``.
             RunInUseError: another process (a writer or a reader) has the file open.
         """
@@ -161,10 +174,10 @@ class RunWriter:
         check_not_in_use(path, "resume")
         src, crashed = open_for_reading(path)
         try:
-            stored = check_resumable(src, path, info)
-            names = series_names(stored.save_gram)
+            stored, version = check_resumable(src, path, info)
+            names = series_names(stored.save_gram, version)
             n = min(src[name].shape[0] for name in names)
-            steps = src["step"][:n]
+            steps = read_dataset(src["step"], "step", slice(0, n))
             later = np.flatnonzero(steps >= from_step)
             keep = int(later[0]) if later.size else n
             record = {
@@ -174,12 +187,14 @@ class RunWriter:
                 "rows_dropped": n - keep,
                 "after_crash": crashed,
                 "library_version": __version__,
+                "from_format_version": version,
             }
-            if crashed:
+            copy = crashed or version < FORMAT_VERSION
+            if copy:
                 file = rewrite(src, path, stored, keep, record)
         finally:
             src.close()
-        if not crashed:
+        if not copy:
             file = shorten_in_place(path, names, keep, record)
         return cls(file, path, stored, keep, int(steps[keep - 1]) if keep else None)
 
