@@ -6,7 +6,7 @@ import dataclasses
 import enum
 import warnings
 import weakref
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -275,15 +275,23 @@ def _forward_order(units, captures):
     return sorted(units, key=lambda u: order.index(u.name) if u.name in order else len(order))
 
 
-def _sum(blocks: Dict[str, np.ndarray], n: int) -> np.ndarray:
-    """Sum of per-weight blocks, accumulated in place into the first (rules return fresh arrays)."""
+def _sum(blocks: Dict[str, Any], n: int) -> np.ndarray:
+    """Sum of per-weight blocks in float64, back on the host once per layer.
+
+    Rules return fresh float64 NumPy arrays, or TensorFlow tensors in their product precision (summed
+    where they live, in float64).
+    """
     values = list(blocks.values())
     if not values:
         return np.zeros((n, n))
-    total = values[0]
-    for g in values[1:]:
-        total += g
-    return total
+    if all(isinstance(g, np.ndarray) for g in values):
+        total = values[0]
+        for g in values[1:]:
+            total += g
+        return total
+    import tensorflow as tf
+
+    return tf.add_n([tf.cast(tf.convert_to_tensor(g), tf.float64) for g in values]).numpy()
 
 
 def total_of(per_layer: Dict[str, np.ndarray], n: int) -> np.ndarray:

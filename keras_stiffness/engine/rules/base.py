@@ -160,6 +160,19 @@ def _to_host(g) -> np.ndarray:
     return tf.cast(g, tf.float64).numpy()
 
 
+def self_product(v, precision: str = "float32"):
+    """``V Vᵀ`` as a TensorFlow tensor in the product precision (stays where the factors live).
+
+    For rules that combine several products before the float64 accumulation (see ``api._sum``).
+    """
+    import tensorflow as tf
+
+    dt = compute_dtype(precision, v)
+    v = _tensor(v, dt)
+    v = tf.reshape(v, (v.shape[0], -1))
+    return tf.linalg.matmul(v, v, transpose_b=True)
+
+
 def vector_gram(v, precision: str = "float32") -> np.ndarray:
     """``V Vᵀ`` for per-example gradient vectors ``v`` of shape ``(n, ...)``, as float64.
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict
-
-import numpy as np
+from typing import Any, Dict
 
 from keras_stiffness.engine.rules.base import (
     LayerCapture,
@@ -14,20 +12,19 @@ from keras_stiffness.engine.rules.base import (
     lora_or_quantized,
     positions_gram,
     pre_activation_forward,
+    self_product,
     vector_gram,
 )
 
 
-def dense_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
+def dense_gram(layer, captured: LayerCapture) -> Dict[str, Any]:
     """Kernel: ``Σ_{t,s}(a·a)(δ·δ)`` (``(AAᵀ)⊙(ΔΔᵀ)`` for one position); bias: ``(Σ_t δ)(Σ_s δ)ᵀ``."""
     n, p = captured.n, captured.precision
     a = concat_calls([as_positions(c.inputs, n) for c in captured.calls])
     d = concat_calls([as_positions(c.grads["out"], n) for c in captured.calls])
     if a.shape[1] == 1:  # one position: Δ Δᵀ serves the kernel and is the bias Gram
-        dd = vector_gram(d[:, 0], p)
-        kernel = vector_gram(a[:, 0], p)
-        kernel *= dd
-        out = {layer.kernel.name: kernel}
+        dd = self_product(d[:, 0], p)  # tensors: the engine accumulates the layer's blocks in float64
+        out = {layer.kernel.name: self_product(a[:, 0], p) * dd}
         if layer.bias is not None:
             out[layer.bias.name] = dd
         return out
