@@ -243,6 +243,53 @@ def check_labels(y, name: str = "y") -> np.ndarray:
     return y.astype(np.int64, copy=True)
 
 
+def check_targets(y, name: str = "y") -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Class ids for grouping, and the targets to keep for the loss when they are not plain ids.
+
+    Integer labels (see :func:`check_labels`) give ``(ids, None)``. One-hot or soft labels, rows of
+    ``C >= 2`` non-negative values summing to 1, give ``(argmax ids, the rows as float32)``: the loss
+    needs them as given (``categorical_crossentropy``), the class matrices need the ids.
+
+    Raises:
+        ValueError: Multi-label rows (several 1s: no single class to group by), rows that do not sum
+            to 1, negative or non-finite values; and what :func:`check_labels` refuses.
+        TypeError: Labels that are not numeric.
+
+    Example:
+        >>> ids, targets = check_targets(np.array([[0.0, 1.0], [0.7, 0.3]]))
+        >>> ids.tolist(), targets.dtype
+        ([1, 0], dtype('float32'))
+        >>> check_targets([2, 0])[1] is None
+        True
+    """
+    arr = np.asarray(y)
+    if arr.ndim != 2 or arr.shape[1] < 2 or arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        return check_labels(y, name), None
+    values = arr.astype(np.float64)
+    if not np.isfinite(values).all() or (values < 0).any():
+        raise ValueError(
+            f"Received: 2-D {name} of shape {arr.shape} with negative or non-finite values; expected one-hot or "
+            f"soft labels (rows of non-negative values summing to 1), or integer labels (N,). Fix the targets."
+        )
+    sums = values.sum(axis=1)
+    several = np.isin(values, (0.0, 1.0)).all(axis=1) & (sums > 1)
+    if several.any():
+        row = int(np.flatnonzero(several)[0])
+        raise ValueError(
+            f"Received: multi-label {name} (row {row} has {int(sums[row])} ones); expected one class per "
+            "example (integer, one-hot or soft labels): class matrices group examples by a single class. "
+            "Measure multi-label models with gradient_gram directly."
+        )
+    bad = np.abs(sums - 1.0) > 1e-4
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"Received: 2-D {name} whose row {row} sums to {sums[row]:g}; expected one-hot or soft labels "
+            f"summing to 1 per row, or integer labels (N,). Normalize the rows or pass class ids."
+        )
+    return np.argmax(values, axis=1).astype(np.int64), arr.astype(np.float32)
+
+
 def check_label_range(y, n_classes: int, name: str = "y", *, fix: str = "") -> np.ndarray:
     """Integer labels ``y`` (any shape) checked to lie in ``[0, n_classes)``; returned as int64.
 

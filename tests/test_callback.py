@@ -355,3 +355,28 @@ def test_adapter_argument_is_checked(data):
     fn = FunctionAdapter(lambda xb, yb: xb[:, 0], [keras.Variable(1.0)])
     with pytest.raises(ValueError, match="together with adapter=FunctionAdapter"):
         StiffnessCallback(probes, None, adapter=fn, loss="mse")
+
+
+def test_one_hot_labels_with_categorical_crossentropy(tmp_path, data):
+    """The most common Keras tutorial setup: to_categorical labels and categorical_crossentropy. The loss
+    sees the one-hot rows; the class matrices group by their argmax; the run file records the kind."""
+    x, y, xv, yv, _ = data
+    onehot, onehot_val = keras.utils.to_categorical(y, N_CLASSES), keras.utils.to_categorical(yv, N_CLASSES)
+    probes = ProbeSet(x, onehot, per_class=6, x_val=xv, y_val=onehot_val, val_per_class=4, seed=0)
+    assert probes.label_kind == "one-hot" and probes.targets.shape == (len(probes), N_CLASSES)
+    model = make_model()
+    model.compile(keras.optimizers.Adam(1e-2), "categorical_crossentropy")
+    cb = StiffnessCallback(probes, tmp_path / "onehot.h5", distances=False)
+    model.fit(x, onehot, epochs=1, batch_size=32, verbose=0, callbacks=[cb])
+    expected = summarize(
+        gradient_gram(model, probes.x, probes.targets).total,
+        {},
+        probes.y,
+        probes.is_val,
+        probes.n_classes,
+        None,
+        measures=("sign", "cos"),
+    )
+    np.testing.assert_allclose(cb.measurements[-1].class_matrix, expected.class_matrix, atol=1e-5)
+    with open_run(tmp_path / "onehot.h5") as run:
+        assert run.config["probes"]["labels"] == "one-hot"

@@ -198,3 +198,21 @@ def test_from_source_digits():
     data = load_data("digits", seed=0)
     assert np.array_equal(p.x_train, data.x_train[p.indices[: p.n_train]])
     assert np.array_equal(p.x_val, data.x_val[p.indices[p.n_train :]])
+
+
+def test_soft_labels_kept_for_the_loss_and_multi_label_refused():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 4)).astype("float32")
+    soft = rng.dirichlet(np.ones(3), size=30)
+    p = ProbeSet(x, soft, per_class=3)
+    assert p.label_kind == "soft" and p.targets.shape == (len(p), 3)
+    np.testing.assert_array_equal(p.y, np.argmax(p.targets, axis=1))
+    ids = ProbeSet(x, np.argmax(soft, axis=1), per_class=3)
+    assert ids.label_kind == "class ids" and ids.hash != p.hash  # soft targets are part of the identity
+    multi = np.zeros((30, 3))
+    multi[:, 0] = 1
+    multi[5, 2] = 1
+    with pytest.raises(ValueError, match=r"multi-label y \(row 5 has 2 ones\)"):
+        ProbeSet(x, multi, per_class=3)
+    with pytest.raises(ValueError, match=r"row 0 sums to 2"):
+        ProbeSet(x, soft * 2, per_class=3)

@@ -381,7 +381,7 @@ def analyze(model, probes, config=None, *, loss=None):
     start = time.perf_counter()
     config = config if config is not None else MeasureConfig()
     adapter = as_adapter(model, loss=loss)
-    adapter.check_probes(probes.x, probes.y)
+    adapter.check_probes(probes.x, probes.targets)
     m, gram = measure(adapter, probes, config)
     description = adapter.describe()
     m.seconds = time.perf_counter() - start

@@ -191,7 +191,7 @@ class StiffnessCallback(keras.callbacks.Callback):
         # The edge: the model being fit becomes a KerasAdapter; below, only the adapter protocol is used.
         target = self.adapter if self.adapter is not None else self.model
         self._adapter = as_adapter(target, loss=self.loss, method=self.method)
-        self._adapter.check_probes(self.probes.x, self.probes.y)
+        self._adapter.check_probes(self.probes.x, self.probes.targets)
         if self._start is None:
             self._start = time.time()
         self._steps_per_epoch = (self.params or {}).get("steps")

@@ -39,7 +39,7 @@ class ProbeSet:
     Args:
         x: Training inputs ``(M, ...)``.
         y: Training labels: integers ``0..C-1`` of shape ``(M,)`` or ``(M, 1)``, or one-hot
-            ``(M, C)`` (converted by argmax).
+            or soft rows ``(M, C)``: kept as given for the loss (:attr:`targets`), grouped by their argmax.
         per_class: Training probes per class (>= 1). The paper uses about 50 (30 for 100 classes).
         x_val: Held-out inputs with the same feature shape as ``x``, or None.
         y_val: Held-out labels (same forms as ``y``); given together with ``x_val``.
@@ -90,9 +90,16 @@ class ProbeSet:
             raise ValueError(
                 f"Received: {given} without {missing}; expected both or neither. Pass {missing} too, or drop {given}."
             )
-        x, y = check_xy(x, y, "x", "y")
+        x, y, targets = check_xy(x, y, "x", "y")
+        val_targets = None
         if x_val is not None:
-            x_val, y_val = check_xy(x_val, y_val, "x_val", "y_val")
+            x_val, y_val, val_targets = check_xy(x_val, y_val, "x_val", "y_val")
+            if targets is not None and val_targets is not None and targets.shape[1] != val_targets.shape[1]:
+                raise ValueError(
+                    f"Received: y of shape {np.shape(targets if targets is not None else y)} and y_val of shape "
+                    f"{np.shape(val_targets if val_targets is not None else y_val)}; expected labels of the same "
+                    "kind (both class ids, or both one-hot/soft rows of the same width). Convert one of them."
+                )
             if x_val.shape[1:] != x.shape[1:]:
                 raise ValueError(
                     f"Received: x of shape {x.shape} and x_val of shape {x_val.shape}; expected the "
@@ -100,6 +107,14 @@ class ProbeSet:
                 )
         self._n_classes, self._class_names = resolve_classes(y, y_val, class_names, n_classes)
         check_label_range(y, self._n_classes, "y")
+        if x_val is not None and (targets is None) != (
+            val_targets is None
+        ):  # one part as ids, the other as rows: rows for both
+            width = (targets if targets is not None else val_targets).shape[1]
+            if targets is None:
+                targets = np.eye(width, dtype=np.float32)[check_label_range(y, width, "y")]
+            else:
+                val_targets = np.eye(width, dtype=np.float32)[check_label_range(y_val, width, "y_val")]
         check_finite(x, "x")
         if x_val is not None:
             check_label_range(y_val, self._n_classes, "y_val")
@@ -108,6 +123,7 @@ class ProbeSet:
         train_seq, val_seq = np.random.SeedSequence(seed).spawn(2)
         idx, short = select_per_class(y, self._n_classes, per_class, np.random.default_rng(train_seq), "train")
         parts_x, parts_y, parts_idx = [x[idx]], [y[idx]], [idx]
+        parts_t = [targets[idx]] if targets is not None else []
         n_val = 0
         if x_val is not None:
             vidx, vshort = select_per_class(
@@ -116,6 +132,8 @@ class ProbeSet:
             parts_x.append(x_val[vidx])
             parts_y.append(y_val[vidx])
             parts_idx.append(vidx)
+            if val_targets is not None:
+                parts_t.append(val_targets[vidx])
             short += vshort
             n_val = len(vidx)
         n = len(idx) + n_val
@@ -128,6 +146,7 @@ class ProbeSet:
         self._x = read_only(np.concatenate(parts_x).astype(np.float32, copy=False))
         self._y = read_only(np.concatenate(parts_y).astype(np.int64, copy=False))
         self._indices = read_only(np.concatenate(parts_idx).astype(np.int64, copy=False))
+        self._targets = read_only(np.concatenate(parts_t)) if parts_t else None
         self._is_val = read_only(np.arange(n) >= len(idx))
         self._n_train = len(idx)
         self._has_val = x_val is not None
@@ -287,6 +306,25 @@ class ProbeSet:
         return self._is_val
 
     @property
+    def targets(self) -> np.ndarray:
+        """What the loss is given: the one-hot/soft rows ``(N, C)`` when the labels came as such, else
+        :attr:`y` (class ids). Grouping (class matrices) always uses :attr:`y`.
+
+        Example:
+            >>> p = ProbeSet(np.zeros((4, 2)), np.eye(2)[[0, 1, 0, 1]], per_class=2)
+            >>> p.targets.shape, p.y.tolist(), p.label_kind
+            ((4, 2), [0, 0, 1, 1], 'one-hot')
+        """
+        return self._targets if self._targets is not None else self._y
+
+    @property
+    def label_kind(self) -> str:
+        """``"class ids"``, ``"one-hot"`` or ``"soft"``: how the labels were given (recorded in run files)."""
+        if self._targets is None:
+            return "class ids"
+        return "one-hot" if np.isin(self._targets, (0.0, 1.0)).all() else "soft"
+
+    @property
     def indices(self) -> np.ndarray:
         """``(N,)`` int64 read-only: row of each probe in its source array (train or val)."""
         return self._indices
@@ -371,6 +409,8 @@ class ProbeSet:
             h.update(np.ascontiguousarray(self._y, dtype="<i8").tobytes())
             h.update(np.ascontiguousarray(self._is_val, dtype=np.uint8).tobytes())
             h.update(np.ascontiguousarray(self._indices, dtype="<i8").tobytes())
+            if self.label_kind == "soft":  # one-hot rows say no more than the ids: same hash as ids
+                h.update(np.ascontiguousarray(self._targets, dtype="<f4").tobytes())
             self._hash = h.hexdigest()
         return self._hash
 
@@ -385,6 +425,7 @@ class ProbeSet:
         """
         return {
             "source": self.source,
+            "labels": self.label_kind,
             "n": self.n,
             "n_train": self.n_train,
             "n_val": self.n_val,

@@ -12,10 +12,15 @@ import warnings
 
 import numpy as np
 
-from keras_stiffness.validation import check_int, check_labels
+from keras_stiffness.validation import check_int, check_targets
 
 
-def check_xy(x, y, xname: str, yname: str) -> tuple[np.ndarray, np.ndarray]:
+def check_xy(x, y, xname: str, yname: str) -> tuple:
+    """``(x, class ids, targets or None)``: numeric non-empty inputs, one label per example.
+
+    Targets are kept (float32) when the labels are one-hot or soft rows (see
+    :func:`keras_stiffness.validation.check_targets`): the loss needs them as given.
+    """
     x = np.asarray(x)
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.iscomplexobj(x):
         raise TypeError(
@@ -27,13 +32,13 @@ def check_xy(x, y, xname: str, yname: str) -> tuple[np.ndarray, np.ndarray]:
             f"Received: {xname} of shape {x.shape}; expected a non-empty array (N, ...). Pass at "
             "least one example per part."
         )
-    y = check_labels(y, yname)
+    y, targets = check_targets(y, yname)
     if len(y) != len(x):
         raise ValueError(
             f"Received: {len(x)} examples in {xname} but {len(y)} labels in {yname}; expected one "
             "label per example. Pass matching arrays."
         )
-    return x, y
+    return x, y, targets
 
 
 def resolve_classes(y, y_val, class_names, n_classes) -> tuple[int, list[str]]:

@@ -45,7 +45,7 @@ def measure(
     """
     from keras_stiffness.math.summarize import summarize
 
-    gram: GramResult = adapter.gram(probes.x, probes.y)
+    gram: GramResult = adapter.gram(probes.x, probes.targets)  # the loss sees the labels as given
     reps = None
     if config.distances:
         reps = adapter.representations(probes.x, config.layers)
