@@ -6,7 +6,7 @@ T = 32, N = 256 probes, sparse categorical cross-entropy on logits. Printed:
 - ``gradient_gram`` time (median of 3 after one warm-up) and the rule each layer used,
 - one forward + backward pass of the same probes (``tf.GradientTape``, summed loss, gradient with
   respect to the trainable variables; median of 3 after one warm-up),
-- their ratio, and the process's peak RSS (``ru_maxrss``).
+- their ratio, and the process's peak RSS (``VmHWM``, see ``bench/peak.py``).
 
 Targets (from the issue): ratio ≤ 5×, peak RSS ≤ 2 GiB.
 
@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
+from peak import peak_rss_kib  # noqa: E402
 
 VOCAB, WIDTH, UNITS, CLASSES = 2000, 64, 64, 4
 T, N, REPEATS, SEED = 32, 256, 3, 0
@@ -126,7 +126,7 @@ def main():
     x, y = probes()
     t_gram, cpu_gram, result = median_time(lambda: gradient_gram(model, x, y, loss=loss_fn(), method="auto"))
     t_floor, cpu_floor, _ = median_time(lambda: forward_backward(model, x, y))
-    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    peak_gib = peak_rss_kib() / 2**20  # KiB on Linux
     ratio = t_gram / t_floor
     print(f"Embedding({VOCAB}, {WIDTH}) → LSTM({UNITS}) → Dense({CLASSES}), T={T}, N={N}")
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU(s); median of {REPEATS} after one warm-up")

@@ -8,7 +8,7 @@ sparse categorical cross-entropy. Printed:
 - ``gradient_gram`` time (median of 3 after one warm-up) and the rule each layer used,
 - one forward + backward pass of the same probes (``tf.GradientTape``, summed loss, gradient with
   respect to the trainable variables; median of 3 after one warm-up),
-- their ratio, and peak RSS (``ru_maxrss``) of a fresh process that runs ``gradient_gram`` only (the
+- their ratio, and peak RSS (``VmHWM``, see ``bench/peak.py``) of a fresh process that runs ``gradient_gram`` only (the
   engine's own peak) and of this process (both measurements).
 
 Targets (from the issue): ratio ≤ 5×, peak RSS ≤ 2 GiB.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
+from peak import peak_rss_kib  # noqa: E402
 
 VOCAB, WIDTH, HEADS, KEY_DIM, FFN, CLASSES, BLOCKS = 2000, 64, 4, 16, 128, 4, 2
 T, N, REPEATS, SEED = 32, 256, 3, 0
@@ -122,7 +122,7 @@ def child_peak():
     start = time.perf_counter()
     gradient_gram(model, x, y, loss=loss_fn(), method="auto")
     seconds = time.perf_counter() - start
-    print(f"{seconds:.6f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
+    print(f"{seconds:.6f} {peak_rss_kib()}")
 
 
 def engine_peak_gib() -> tuple:
@@ -155,7 +155,7 @@ def main():
     params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     t_gram, cpu_gram, result = median_time(lambda: gradient_gram(model, x, y, loss=loss_fn(), method="auto"))
     t_floor, cpu_floor, _ = median_time(lambda: forward_backward(model, x, y))
-    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    peak_gib = peak_rss_kib() / 2**20  # KiB on Linux
     ratio = t_gram / t_floor
     print(
         f"Embedding({VOCAB}, {WIDTH}) → {BLOCKS} × (MHA {HEADS}×{KEY_DIM}, LayerNorm, Dense {FFN}-{WIDTH}, "

@@ -26,13 +26,17 @@ from keras_stiffness.store.layout import (
     RunMismatchError,
     Series,
     attr_str,
+    damaged_error,
     read_info,
 )
 
 
 def check_format(f: h5py.File, path: str) -> int:
     """Check the ``format`` attribute and the version; return the file's format version."""
-    fmt = attr_str(f, "format") if "format" in f.attrs else None
+    try:
+        fmt = attr_str(f, "format") if "format" in f.attrs else None
+    except (OSError, RuntimeError) as exc:  # HDF5 found the attributes' metadata checksum wrong
+        raise damaged_error(path, "", exc) from exc
     if fmt != FORMAT:
         top = sorted(f.keys())[:5]
         raise NotARunError(
@@ -47,6 +51,8 @@ def check_format(f: h5py.File, path: str) -> int:
             f"Received: {path!r} without a readable integer format_version attribute; expected a "
             "keras_stiffness run file. The file is damaged; re-create it."
         ) from exc
+    except (OSError, RuntimeError) as exc:
+        raise damaged_error(path, "", exc) from exc
     if version > FORMAT_VERSION:
         raise FormatVersionError(
             f"Received: {path!r} with format_version={version}; expected <= {FORMAT_VERSION}: it "
@@ -68,6 +74,8 @@ def load_info(f: h5py.File, path: str) -> RunInfo:
         return read_info(f)
     except RunDamagedError:
         raise
+    except RuntimeError as e:  # h5py's error for a metadata checksum failure (of an attribute...)
+        raise damaged_error(path, "", e) from e
     except (KeyError, ValueError, TypeError, OSError) as e:
         raise NotARunError(
             f"Received: {path!r}, marked as a run of format {FORMAT!r} but with missing or invalid "

@@ -90,7 +90,8 @@ class RunDamagedError(RunFileError):
 
     Attributes:
         path: The run file.
-        dataset: Name of the dataset that cannot be read (``"within"``, ``"probe_label"``...).
+        dataset: Name of the dataset that cannot be read (``"within"``, ``"probe_label"``...), or
+            ``""`` when the file's attributes cannot (HDF5 checksums those itself).
     """
 
     def __init__(self, message: str, path: str = "", dataset: str = "") -> None:
@@ -100,12 +101,16 @@ class RunDamagedError(RunFileError):
 
 
 def damaged_error(path: str, dataset: str, exc: BaseException) -> RunDamagedError:
-    """The :class:`RunDamagedError` for a failed read of ``dataset`` (raise it ``from exc``)."""
+    """The :class:`RunDamagedError` for a failed read of ``dataset`` (``""``: the file's attributes).
+
+    Raise it ``from exc``.
+    """
     reason = " ".join(str(exc).split()) or type(exc).__name__
+    what = f"dataset {dataset!r}" if dataset else "file attributes"
     return RunDamagedError(
-        f"Received: {path!r}, whose dataset {dataset!r} cannot be read intact (HDF5: {reason}); "
-        "expected data that matches its checksum. The file is damaged (its other datasets may still "
-        "read): restore it from a backup copy, or re-create the run.",
+        f"Received: {path!r}, whose {what} cannot be read intact (HDF5: {reason}); expected data "
+        "that matches its checksum. The file is damaged (its other datasets may still read): "
+        "restore it from a backup copy, or re-create the run.",
         path=path,
         dataset=dataset,
     )
@@ -119,7 +124,7 @@ def read_dataset(ds: Any, name: str, selection: Any = ()) -> Any:
     """
     try:
         return ds[selection]
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         raise damaged_error(_filename(ds), name, exc) from exc
 
 

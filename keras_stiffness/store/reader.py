@@ -114,7 +114,7 @@ class Run:
                 f"Received: {self.path!r} without the dataset {name!r}; expected every series of format "
                 f"version {self.format_version}. The file is damaged or incomplete; re-create it."
             ) from exc
-        except OSError as exc:  # its object header fails HDF5's metadata checksum
+        except (OSError, RuntimeError) as exc:  # its object header fails HDF5's metadata checksum
             raise damaged_error(self.path, name, exc) from exc
 
     def _read(self, name: str, selection: Any) -> Any:
@@ -124,7 +124,7 @@ class Run:
         for attempt in range(retries + 1):
             try:
                 return ds[selection]
-            except OSError as exc:
+            except (OSError, RuntimeError) as exc:
                 if attempt == retries:
                     raise damaged_error(self.path, name, exc) from exc
             time.sleep(_RETRY_PAUSE * (attempt + 1))
@@ -191,7 +191,10 @@ class Run:
     def attrs(self) -> Dict[str, str]:
         """File attributes as text (``created``, ``library_version``, ``resumed``...)."""
         f = self._open()
-        return {name: attr_str(f, name) for name in f.attrs}
+        try:
+            return {name: attr_str(f, name) for name in f.attrs}
+        except (OSError, RuntimeError) as exc:
+            raise damaged_error(self.path, "", exc) from exc
 
     @property
     def tags(self) -> Dict[str, np.ndarray]:

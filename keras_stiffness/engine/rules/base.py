@@ -184,7 +184,14 @@ def vector_gram(v, precision: str = "float32") -> np.ndarray:
     dt = compute_dtype(precision, v)
     v = _tensor(v, dt)
     v = tf.reshape(v, (v.shape[0], -1))
-    return _to_host(tf.linalg.matmul(v, v, transpose_b=True))
+    n = int(v.shape[0])
+    step = _row_block(n, n)
+    if step >= n:
+        return _to_host(tf.linalg.matmul(v, v, transpose_b=True))
+    out = np.empty((n, n))  # large N: row blocks, so no (N, N) temporary beyond the result itself
+    for lo in range(0, n, step):
+        out[lo : lo + step] = _to_host(tf.linalg.matmul(v[lo : lo + step], v, transpose_b=True))
+    return out
 
 
 def product_gram(a, d, precision: str = "float32") -> np.ndarray:

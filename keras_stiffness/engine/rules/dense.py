@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from keras_stiffness.engine.memory import BLOCK_ELEMENTS
 from keras_stiffness.engine.rules.base import (
     LayerCapture,
     Rule,
@@ -12,6 +13,7 @@ from keras_stiffness.engine.rules.base import (
     lora_or_quantized,
     positions_gram,
     pre_activation_forward,
+    product_gram,
     self_product,
     vector_gram,
 )
@@ -22,9 +24,15 @@ def dense_gram(layer, captured: LayerCapture) -> Dict[str, Any]:
     n, p = captured.n, captured.precision
     a = concat_calls([as_positions(c.inputs, n) for c in captured.calls])
     d = concat_calls([as_positions(c.grads["out"], n) for c in captured.calls])
-    if a.shape[1] == 1:  # one position: Δ Δᵀ serves the kernel and is the bias Gram
+    if a.shape[1] == 1 and n * n <= BLOCK_ELEMENTS:  # one position: Δ Δᵀ is also the bias Gram
         dd = self_product(d[:, 0], p)  # tensors: the engine accumulates the layer's blocks in float64
         out = {layer.kernel.name: self_product(a[:, 0], p) * dd}
+        if layer.bias is not None:
+            out[layer.bias.name] = dd
+        return out
+    if a.shape[1] == 1:  # large N: float64 row blocks on the host, accumulated in place
+        dd = vector_gram(d[:, 0], p)
+        out = {layer.kernel.name: product_gram(a[:, 0], d[:, 0], p)}
         if layer.bias is not None:
             out[layer.bias.name] = dd
         return out
