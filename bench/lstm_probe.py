@@ -6,7 +6,7 @@ T = 32, N = 256 probes, sparse categorical cross-entropy on logits. Printed:
 - ``gradient_gram`` time (median of 3 after one warm-up) and the rule each layer used,
 - one forward + backward pass of the same probes (``tf.GradientTape``, summed loss, gradient with
   respect to the trainable variables; median of 3 after one warm-up),
-- their ratio, and the process's peak RSS (``VmHWM``, see ``bench/peak.py``).
+- their ratio, and the process's peak RSS (``VmHWM``, see ``bench/bench_common.py``).
 
 Targets (from the issue): ratio ≤ 5×, peak RSS ≤ 2 GiB.
 
@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import bench_common  # noqa: E402
 import numpy as np
-from peak import peak_rss_kib  # noqa: E402
 
 VOCAB, WIDTH, UNITS, CLASSES = 2000, 64, 64, 4
 T, N, REPEATS, SEED = 32, 256, 3, 0
@@ -62,30 +61,13 @@ def loss_fn():
 
 
 def median_time(fn, repeats=REPEATS):
-    """Median wall and CPU time of ``repeats`` calls after one warm-up, and the last result.
-
-    The CPU time (all threads of the process) is printed too: on a shared machine it varies less
-    with the load than the wall time.
-    """
-    out = fn()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        out = fn()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return statistics.median(wall), statistics.median(cpu), out
+    """Median wall and CPU time of ``repeats`` calls after one warm-up, and the last result."""
+    return bench_common.median_time(fn, repeats)
 
 
 def forward_backward(model, x, y):
     """One plain pass: summed loss, gradient with respect to every trainable variable."""
-    import tensorflow as tf
-
-    loss = loss_fn()
-    with tf.GradientTape() as tape:
-        total = tf.reduce_sum(loss.call(y, model(x, training=False)))
-    grads = tape.gradient(total, model.trainable_variables)
-    return [(g.values if isinstance(g, tf.IndexedSlices) else g).numpy() for g in grads]
+    return bench_common.forward_backward(model, x, y, loss_fn())
 
 
 def profile(model, x, y):
@@ -126,7 +108,7 @@ def main():
     x, y = probes()
     t_gram, cpu_gram, result = median_time(lambda: gradient_gram(model, x, y, loss=loss_fn(), method="auto"))
     t_floor, cpu_floor, _ = median_time(lambda: forward_backward(model, x, y))
-    peak_gib = peak_rss_kib() / 2**20  # KiB on Linux
+    peak_gib = bench_common.peak_rss_kib() / 2**20  # KiB on Linux
     ratio = t_gram / t_floor
     print(f"Embedding({VOCAB}, {WIDTH}) → LSTM({UNITS}) → Dense({CLASSES}), T={T}, N={N}")
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU(s); median of {REPEATS} after one warm-up")

@@ -8,8 +8,8 @@ sparse categorical cross-entropy. Printed:
 - ``gradient_gram`` time (median of 3 after one warm-up) and the rule each layer used,
 - one forward + backward pass of the same probes (``tf.GradientTape``, summed loss, gradient with
   respect to the trainable variables; median of 3 after one warm-up),
-- their ratio, and peak RSS (``VmHWM``, see ``bench/peak.py``) of a fresh process that runs ``gradient_gram`` only (the
-  engine's own peak) and of this process (both measurements).
+- their ratio, and peak RSS (``VmHWM``, see ``bench/bench_common.py``) of a fresh process that runs
+  ``gradient_gram`` only (the engine's own peak) and of this process (both measurements).
 
 Targets (from the issue): ratio ≤ 5×, peak RSS ≤ 2 GiB.
 
@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import bench_common  # noqa: E402
 import numpy as np
-from peak import peak_rss_kib  # noqa: E402
 
 VOCAB, WIDTH, HEADS, KEY_DIM, FFN, CLASSES, BLOCKS = 2000, 64, 4, 16, 128, 4, 2
 T, N, REPEATS, SEED = 32, 256, 3, 0
@@ -69,25 +68,12 @@ def loss_fn():
 
 def median_time(fn, repeats=REPEATS):
     """Median wall and CPU time of ``repeats`` calls after one warm-up, and the last result."""
-    out = fn()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        out = fn()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return statistics.median(wall), statistics.median(cpu), out
+    return bench_common.median_time(fn, repeats)
 
 
 def forward_backward(model, x, y):
     """One plain pass: summed loss, gradient with respect to every trainable variable."""
-    import tensorflow as tf
-
-    loss = loss_fn()
-    with tf.GradientTape() as tape:
-        total = tf.reduce_sum(loss.call(y, model(x, training=False)))
-    grads = tape.gradient(total, model.trainable_variables)
-    return [(g.values if isinstance(g, tf.IndexedSlices) else g).numpy() for g in grads]
+    return bench_common.forward_backward(model, x, y, loss_fn())
 
 
 def profile(model, x, y):
@@ -122,7 +108,7 @@ def child_peak():
     start = time.perf_counter()
     gradient_gram(model, x, y, loss=loss_fn(), method="auto")
     seconds = time.perf_counter() - start
-    print(f"{seconds:.6f} {peak_rss_kib()}")
+    print(f"{seconds:.6f} {bench_common.peak_rss_kib()}")
 
 
 def engine_peak_gib() -> tuple:
@@ -155,7 +141,7 @@ def main():
     params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     t_gram, cpu_gram, result = median_time(lambda: gradient_gram(model, x, y, loss=loss_fn(), method="auto"))
     t_floor, cpu_floor, _ = median_time(lambda: forward_backward(model, x, y))
-    peak_gib = peak_rss_kib() / 2**20  # KiB on Linux
+    peak_gib = bench_common.peak_rss_kib() / 2**20  # KiB on Linux
     ratio = t_gram / t_floor
     print(
         f"Embedding({VOCAB}, {WIDTH}) → {BLOCKS} × (MHA {HEADS}×{KEY_DIM}, LayerNorm, Dense {FFN}-{WIDTH}, "

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import click
 
 from keras_stiffness.cli.errors import as_usage_error
@@ -12,6 +10,7 @@ from keras_stiffness.cli.options import (
     echo_json,
     format_option,
     parse_float_list,
+    parse_seed_list,
     progress_printer,
 )
 
@@ -53,30 +52,6 @@ Output layout (under --out, default runs/):
 
 Progress goes to stderr (one line per epoch); the summary (or --format json) to stdout.
 """
-
-
-def parse_seed_list(ctx: click.Context, param: click.Parameter, values) -> Optional[List[int]]:
-    """Repeated and/or comma-separated non-negative integers (``--seeds 0,1 --seeds 2``); None if absent."""
-    out: List[int] = []
-    for value in values or ():
-        for part in str(value).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                seed = int(part)
-            except ValueError as exc:
-                raise click.BadParameter(
-                    f"{part!r} is not an integer; expected non-negative integers such as 0, repeated or "
-                    "comma-separated (--seeds 0,1,2).",
-                    ctx=ctx,
-                    param=param,
-                ) from exc
-            if seed < 0:
-                raise click.BadParameter(f"{part!r} is negative; expected seeds >= 0.", ctx=ctx, param=param)
-            if seed not in out:
-                out.append(seed)
-    return out or None
 
 
 @click.command("train", help=TRAIN_HELP, short_help="Train the paper's net while measuring stiffness.")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import click
 
@@ -86,27 +86,51 @@ format_option = click.option(
 )
 
 
+def list_parts(values) -> Iterator[str]:
+    """The items of a repeated and/or comma-separated option (``--lr 1e-4,3e-4 --lr 1e-3``), stripped."""
+    for value in values or ():
+        for part in str(value).split(","):
+            if part.strip():
+                yield part.strip()
+
+
 def parse_float_list(ctx: click.Context, param: click.Parameter, values) -> List[float]:
     """Repeated and/or comma-separated positive numbers, e.g. ``--lr 1e-4,3e-4 --lr 1e-3``."""
     out: List[float] = []
-    for value in values or ():
-        for part in str(value).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                number = float(part)
-            except ValueError as exc:
-                raise click.BadParameter(
-                    f"{part!r} is not a number; expected positive numbers such as 1e-3, repeated or "
-                    "comma-separated (--lr 1e-4,1e-3).",
-                    ctx=ctx,
-                    param=param,
-                ) from exc
-            if not number > 0 or number == float("inf"):
-                raise click.BadParameter(f"{part!r} is not a positive finite number.", ctx=ctx, param=param)
-            out.append(number)
+    for part in list_parts(values):
+        try:
+            number = float(part)
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"{part!r} is not a number; expected positive numbers such as 1e-3, repeated or "
+                "comma-separated (--lr 1e-4,1e-3).",
+                ctx=ctx,
+                param=param,
+            ) from exc
+        if not number > 0 or number == float("inf"):
+            raise click.BadParameter(f"{part!r} is not a positive finite number.", ctx=ctx, param=param)
+        out.append(number)
     return out
+
+
+def parse_seed_list(ctx: click.Context, param: click.Parameter, values) -> Optional[List[int]]:
+    """Repeated and/or comma-separated non-negative integers (``--seeds 0,1 --seeds 2``); None if absent."""
+    out: List[int] = []
+    for part in list_parts(values):
+        try:
+            seed = int(part)
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"{part!r} is not an integer; expected non-negative integers such as 0, repeated or "
+                "comma-separated (--seeds 0,1,2).",
+                ctx=ctx,
+                param=param,
+            ) from exc
+        if seed < 0:
+            raise click.BadParameter(f"{part!r} is negative; expected seeds >= 0.", ctx=ctx, param=param)
+        if seed not in out:
+            out.append(seed)
+    return out or None
 
 
 def parse_name_list(value: Optional[str]) -> Optional[List[str]]:
