@@ -147,6 +147,10 @@ def run_to_dict(run, path: str) -> dict:
         out[key] = config.get(key)
     out["config"] = config
     out["model_summary"] = getattr(info, "model_summary", None)
+    if not out["class_names"]:
+        from keras_stiffness.app.report import NO_CLASSES
+
+        out["classes"] = NO_CLASSES
     return clean(out)
 
 

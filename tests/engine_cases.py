@@ -27,7 +27,8 @@ class Case:
     Attributes:
         name: Test id.
         build: Returns a built Keras model (called after seeding).
-        x: ``(rng, n) -> (n, ...)`` probe inputs.
+        x: ``(rng, n) -> (n, ...)`` probe inputs, or a dict/list of ``(n, ...)`` arrays for a model
+            with several inputs (see :func:`inputs`).
         y: ``(rng, n) -> (n, ...)`` labels or targets.
         loss: Passed to ``gradient_gram`` (a Keras ``Loss``, a name or a callable); ``None`` means the
             model is compiled with ``compiled_loss`` and ``gradient_gram`` uses that.
@@ -63,6 +64,16 @@ class Case:
 def normal(*shape) -> Callable:
     """Standard normal float32 inputs of per-example ``shape``."""
     return lambda rng, n: rng.standard_normal((n, *shape)).astype(np.float32)
+
+
+def inputs(**parts: Callable) -> Callable:
+    """A dict of probe inputs, one generator per input name (drawn in the order given)."""
+    return lambda rng, n: {name: make(rng, n) for name, make in parts.items()}
+
+
+def input_list(*parts: Callable) -> Callable:
+    """A list of probe inputs, one generator per input (drawn in order)."""
+    return lambda rng, n: [make(rng, n) for make in parts]
 
 
 def classes(k: int) -> Callable:
@@ -145,6 +156,26 @@ def functional_branches():
     b = L.Dense(5, activation="relu", name="branch_b")(inp)
     c = L.Concatenate(name="concat")([r, b])
     return keras.Model(inp, L.Dense(3, name="head")(c), name="branches")
+
+
+def two_inputs_dict():
+    """Two named inputs (a vector and a sequence) merged after their own branches."""
+    a = keras.Input((5,), name="a")
+    b = keras.Input((4, 3), name="b")
+    ha = L.Dense(6, activation="tanh", name="branch_a")(a)
+    hb = L.Dense(4, activation="relu", name="branch_b")(L.Flatten()(b))
+    out = L.Dense(3, name="head")(L.Concatenate()([ha, hb]))
+    return keras.Model({"a": a, "b": b}, out, name="two_inputs_dict")
+
+
+def two_inputs_list():
+    """Two positional inputs, one a token sequence (an integer input) and one a vector."""
+    tokens_in = keras.Input((4,), dtype="int32", name="tokens")
+    v = keras.Input((6,), name="v")
+    e = L.Flatten()(L.Embedding(9, 3, name="embed")(tokens_in))
+    h = L.Dense(5, activation="tanh", name="dense_v")(v)
+    out = L.Dense(3, name="head")(L.Concatenate()([e, h]))
+    return keras.Model([tokens_in, v], out, name="two_inputs_list")
 
 
 def shared_dense():
@@ -676,6 +707,8 @@ CASES = [
     Case("mlp_softmax_compiled", mlp_softmax, normal(10), classes(5), compiled_loss="sparse_categorical_crossentropy"),
     Case("functional_branches", functional_branches, normal(10), classes(3), loss=LOGITS),
     Case("shared_dense", shared_dense, normal(6), classes(3), loss=LOGITS),
+    Case("two_inputs_dict", two_inputs_dict, inputs(a=normal(5), b=normal(4, 3)), classes(3), loss=LOGITS),
+    Case("two_inputs_list", two_inputs_list, input_list(tokens(4, 9), normal(6)), classes(3), loss=LOGITS),
     Case("nested_models", nested, normal(7), classes(3), loss=LOGITS),
     Case("frozen_weights", frozen, normal(6), classes(3), loss=LOGITS),
     Case("frozen_kernel_and_bias", frozen_kernel, normal(6), classes(3), loss=LOGITS),

@@ -1,9 +1,10 @@
 """A deliberately naive reference for the Gram matrix of per-example gradients.
 
 One example at a time: ``tf.GradientTape`` gradient of that example's loss (model called with
-``training=False`` on ``x[i:i+1]``), every trainable variable's gradient flattened (``None`` → zeros)
-into one float64 vector ``g_i``; then ``G = g gᵀ``. Nothing here is shared with the engine, so the
-engine's rules, capture pass and jacobian path are all checked against plain autodiff.
+``training=False`` on ``x[i:i+1]``, every input sliced alike for a nested ``x``), every trainable
+variable's gradient flattened (``None`` → zeros) into one float64 vector ``g_i``; then ``G = g gᵀ``.
+Nothing here is shared with the engine, so the engine's rules, capture pass and jacobian path are all
+checked against plain autodiff.
 
 The loss of one example is the Keras loss evaluated on a batch of one, the way ``fit`` evaluates it: a
 loss name is wrapped like ``compile`` wraps it, and any reduction of a batch of one is that example's
@@ -66,15 +67,17 @@ def reference_gram(model, x, y, loss=None) -> Reference:
 
     Args:
         model: A built Keras model.
-        x, y: Probes and labels (first axis = examples).
+        x, y: Probes and labels (first axis = examples); ``x`` may be a dict/list of arrays (several
+            inputs), each sliced per example.
         loss: A Keras ``Loss``, a loss name, or ``None`` for the model's compiled loss.
     """
     f = single_example_loss(loss, model)
     variables = model.trainable_variables
     rows, losses = [], []
-    for i in range(len(x)):
+    for i in range(len(y)):
+        xi = tf.nest.map_structure(lambda leaf, i=i: leaf[i : i + 1], x)  # every input of a nested x
         with tf.GradientTape() as tape:
-            value = f(y[i : i + 1], model(x[i : i + 1], training=False))
+            value = f(y[i : i + 1], model(xi, training=False))
         grads = tape.gradient(value, variables)
         rows.append(
             [

@@ -78,7 +78,9 @@ def test_fallback_warns_once_naming_the_layer():
     assert result.rules == {"d1": "dense", "scale": FALLBACK, "head": "dense"}
 
 
-@pytest.mark.parametrize("name", ["conv2d", "embedding", "recurrent", "masked_gru", "separable2d", "shared_dense"])
+@pytest.mark.parametrize(
+    "name", ["conv2d", "embedding", "recurrent", "masked_gru", "separable2d", "shared_dense", "two_inputs_dict"]
+)
 def test_capture_in_chunks_is_exact(name):
     """Probes split over several capture passes (chunk_size=3 for N=7) give the same Gram."""
     model, x, y, loss, ref = problem(name)

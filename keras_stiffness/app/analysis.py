@@ -25,6 +25,8 @@ import warnings
 import zipfile
 from typing import Dict, Iterator, List, Optional, Sequence
 
+from keras_stiffness import nested
+
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 _BUILTIN_CONTAINERS = ("Sequential", "Functional", "Model")
 
@@ -303,8 +305,9 @@ def check_model_fits(model, data) -> tuple:
     """
     from keras_stiffness.measure.adapters import call_model, model_input_shape, shape_text
 
-    expected = model_input_shape(model)
-    given = tuple(data.input_shape)
+    several = nested.is_nested(data.x_train)  # several inputs: the model call below checks them
+    expected = None if several else model_input_shape(model)
+    given = data.input_shape if several else tuple(data.input_shape)
     source = data.name
     note = None
     if expected is not None and _same_count_other_shape(expected, given):
@@ -327,7 +330,10 @@ def check_model_fits(model, data) -> tuple:
             "shape and preprocessing)."
         )
     out = call_model(
-        model, data.x_train[:2], source=f"data {source!r}", fix="Pass --data with inputs the model was trained on."
+        model,
+        nested.cut(data.x_train, 0, 2),
+        source=f"data {source!r}",
+        fix="Pass --data with inputs the model was trained on.",
     )
     if out.ndim != 2:
         raise ValueError(

@@ -34,6 +34,8 @@ from keras_stiffness.math.record import TAGS, Measurement
 #: The measure whose critical length fills ``critical_length`` / ``critical_length_fit``.
 PRIMARY_MEASURE = "sign"
 
+#: What reports say of a run without classes (regression targets).
+NO_CLASSES = "no classes (regression targets): no class matrices, within or between; mean over all pairs"
 _MAX_MATRIX_CLASSES = 20  # class matrices wider than this are left out of text tables
 
 
@@ -249,11 +251,14 @@ def analysis_text(result: Mapping[str, Any]) -> str:
         ]
     elif class_names:
         lines += ["", f"({len(class_names)} classes: class matrices are in --format json.)"]
+    elif probes.get("n_classes") == 0:
+        lines += ["", f"Classes: {NO_CLASSES}."]
     return "\n".join(lines)
 
 
-def inspect_row(d: Mapping[str, Any], measures: Sequence[str]) -> List[str]:
-    """One line of the ``kstiff inspect`` table from :func:`measurement_to_dict` output."""
+def inspect_row(d: Mapping[str, Any], measures: Sequence[str], classes: bool = True) -> List[str]:
+    """One line of the ``kstiff inspect`` table from :func:`measurement_to_dict` output (without
+    ``classes``: the mean over all pairs instead of within/between)."""
     row = [
         str(d["step"]),
         fmt(d["epoch"], ".3g"),
@@ -265,18 +270,22 @@ def inspect_row(d: Mapping[str, Any], measures: Sequence[str]) -> List[str]:
         entry = d["pair_sets"].get(pair_set)
         for measure in measures:
             e = entry.get(measure) if entry else None
-            row += [fmt(e["within"]) if e else "-", fmt(e["between"]) if e else "-"]
+            keys = ("within", "between") if classes else ("mean",)
+            row += [fmt(e[key]) if e else "-" for key in keys]
     xi = [layer.get("critical_length") for layer in d["layers"] if layer.get("critical_length") is not None]
     row.append(fmt(min(xi)) + "-" + fmt(max(xi)) if xi else "-")
     return row
 
 
-def inspect_header(measures: Sequence[str]) -> List[str]:
+def inspect_header(measures: Sequence[str], classes: bool = True) -> List[str]:
     """Column names matching :func:`inspect_row`."""
     header = ["step", "epoch", "train loss", "val loss", "lr"]
     for short in ("tt", "tv"):
         for measure in measures:
-            header += [f"{short} within {measure}", f"{short} between {measure}"]
+            if classes:
+                header += [f"{short} within {measure}", f"{short} between {measure}"]
+            else:
+                header += [f"{short} mean {measure}"]
     header.append(f"xi {PRIMARY_MEASURE} range")
     return header
 
@@ -301,7 +310,11 @@ def inspect_text(run: Mapping[str, Any], measurements: Sequence[Mapping[str, Any
             f"{probes.get('n_val')} held-out, {probes.get('n_classes')} classes, seed "
             f"{probes.get('seed')}, hash {str(probes.get('hash', ''))[:12]}"
         )
-    lines.append(f"Classes: {', '.join(map(str, run.get('class_names') or []))}")
+    classes = bool(run.get("class_names"))
+    if classes:
+        lines.append(f"Classes: {', '.join(map(str, run.get('class_names') or []))}")
+    else:
+        lines.append(f"Classes: {NO_CLASSES}")
     lines.append(f"Pair sets: {', '.join(run.get('pair_sets') or [])}; measures: {', '.join(measures)}")
     lines.append(f"Layers with weights: {', '.join(run.get('layers') or []) or '-'}")
     lines.append(
@@ -313,8 +326,8 @@ def inspect_text(run: Mapping[str, Any], measurements: Sequence[Mapping[str, Any
         lines.append("Schedule: " + ", ".join(f"{k}={v}" for k, v in schedule.items() if v is not None))
     lines.append(f"Measurements: {len(measurements)} (tt = train-train, tv = train-val)")
     if measurements:
-        rows = [inspect_row(d, measures) for d in measurements]
-        lines += ["", table(inspect_header(measures), rows, left=0)]
+        rows = [inspect_row(d, measures, classes) for d in measurements]
+        lines += ["", table(inspect_header(measures, classes), rows, left=0)]
     return "\n".join(lines)
 
 

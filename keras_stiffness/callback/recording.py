@@ -17,7 +17,9 @@ _PREFIX = {"train-train": "stiffness", "train-val": "stiffness_train_val", "val-
 
 def log_scalars(m: Measurement) -> Dict[str, float]:
     """Scalars for Keras ``logs``: ``stiffness_{within,between}_{measure}`` for train–train, and
-    ``stiffness_train_val_*`` / ``stiffness_val_val_*`` when there are held-out probes.
+    ``stiffness_train_val_*`` / ``stiffness_val_val_*`` when there are held-out probes. Without
+    classes (class matrices with ``C = 0``, regression): ``stiffness_mean_{measure}`` instead (and
+    ``stiffness_train_val_mean_*`` ...), the mean over all pairs.
 
     Example:
         >>> from keras_stiffness.math.summarize import summarize
@@ -25,11 +27,14 @@ def log_scalars(m: Measurement) -> Dict[str, float]:
         >>> m = summarize(g @ g.T, None, np.array([0, 0, 1, 1]), np.zeros(4, dtype=bool), 2)
         >>> sorted(log_scalars(m))
         ['stiffness_between_cos', 'stiffness_between_sign', 'stiffness_within_cos', 'stiffness_within_sign']
+        >>> sorted(log_scalars(summarize(g @ g.T, None, np.full(4, -1), np.zeros(4, dtype=bool), 0)))
+        ['stiffness_mean_cos', 'stiffness_mean_sign']
     """
     out: Dict[str, float] = {}
+    names = ("within", "between") if m.class_matrix.shape[-1] else ("mean",)
     for p, pair_set in enumerate(m.pair_sets):
         for k, measure in enumerate(m.measures):
-            for name in ("within", "between"):
+            for name in names:
                 out[f"{_PREFIX[pair_set]}_{name}_{measure}"] = float(getattr(m, name)[p, k])
     return out
 
@@ -98,7 +103,7 @@ def write_tensorboard(writer, m: Measurement, gram, probes, config) -> None:
         for name, value in log_scalars(m).items():
             if not math.isnan(value):
                 tf.summary.scalar(name, value)
-        for k, measure in enumerate(m.measures):
+        for k, measure in enumerate(m.measures if m.class_matrix.shape[-1] else ()):
             tf.summary.image(f"stiffness_class_matrix_{measure}", _diverging_image(m.class_matrix[0, k]))
         train = ~np.asarray(probes.is_val)
         s, _ = cosine_stiffness(gram.total[np.ix_(train, train)])

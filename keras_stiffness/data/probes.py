@@ -16,8 +16,16 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from keras_stiffness import nested
 from keras_stiffness.data.dataset import read_dataset
-from keras_stiffness.data.selection import check_xy, read_only, resolve_classes, select_per_class, warn_short
+from keras_stiffness.data.selection import (
+    check_xy,
+    read_only,
+    resolve_classes,
+    select_per_class,
+    select_random,
+    warn_short,
+)
 from keras_stiffness.data.sources import load_data
 from keras_stiffness.validation import check_finite, check_int, check_label_range, check_seed
 
@@ -37,17 +45,26 @@ class ProbeSet:
     :attr:`hash` stays valid. No reference to the caller's full arrays is kept.
 
     Args:
-        x: Training inputs ``(M, ...)``.
+        x: Training inputs ``(M, ...)``; for a model with several inputs, a dict, list or tuple of
+            ``(M, ...)`` arrays, every one sliced by the same selected rows.
         y: Training labels: integers ``0..C-1`` of shape ``(M,)`` or ``(M, 1)``, or one-hot
             or soft rows ``(M, C)``: kept as given for the loss (:attr:`targets`), grouped by their argmax.
         per_class: Training probes per class (>= 1). The paper uses about 50 (30 for 100 classes).
-        x_val: Held-out inputs with the same feature shape as ``x``, or None.
+        x_val: Held-out inputs with the same feature shape (and nesting) as ``x``, or None.
         y_val: Held-out labels (same forms as ``y``); given together with ``x_val``.
         val_per_class: Held-out probes per class; default ``per_class``.
         class_names: One name per class; default ``"0"``, ``"1"``, ...
         n_classes: Number of classes; default ``len(class_names)``, else the largest label + 1 over
             both parts.
         seed: Non-negative int seeding the selection.
+        targets: ``"classes"`` (default): ``y`` holds class labels as above. ``"regression"``: ``y`` is
+            any finite numeric target array ``(M, ...)`` (kept as float32 in :attr:`targets`), there are
+            no classes (:attr:`n_classes` 0, :attr:`y` all -1, no class matrices), and ``n`` training
+            and ``val_n`` held-out probes are drawn at random (seeded, same streams as above). Float
+            labels are never taken as regression targets unless asked: in ``"classes"`` mode, float
+            ``y`` that are neither integer-valued nor one-hot/soft rows raise a ``ValueError``.
+        n: Training probes with ``targets="regression"`` (required there, refused otherwise).
+        val_n: Held-out probes with ``targets="regression"``; default ``n``.
 
     Raises:
         TypeError: Non-numeric inputs or labels, or arguments of the wrong type.
@@ -64,6 +81,9 @@ class ProbeSet:
         (20, 20, 4)
         >>> probes.y[:7].tolist(), bool(probes.is_val[20])
         ([0, 0, 0, 0, 0, 1, 1], True)
+        >>> reg = ProbeSet(x, x[:, :2] * 0.5, n=30, x_val=x[:40], y_val=x[:40, :2], seed=0, targets="regression")
+        >>> reg.n_train, reg.n_val, reg.n_classes, reg.has_classes, reg.label_kind, reg.targets.shape
+        (30, 30, 0, False, 'regression', (60, 2))
     """
 
     def __init__(
@@ -78,7 +98,11 @@ class ProbeSet:
         class_names: Optional[Sequence[str]] = None,
         n_classes: Optional[int] = None,
         seed: int = 0,
+        targets: str = "classes",
+        n: Optional[int] = None,
+        val_n: Optional[int] = None,
     ):
+        regression = _check_targets_kind(targets, n, val_n, class_names, n_classes)
         per_class = check_int(per_class, "per_class")
         if val_per_class is not None:
             val_per_class = check_int(val_per_class, "val_per_class")
@@ -90,23 +114,36 @@ class ProbeSet:
             raise ValueError(
                 f"Received: {given} without {missing}; expected both or neither. Pass {missing} too, or drop {given}."
             )
-        x, y, targets = check_xy(x, y, "x", "y")
+        x, y, targets = check_xy(x, y, "x", "y", regression)
         val_targets = None
         if x_val is not None:
-            x_val, y_val, val_targets = check_xy(x_val, y_val, "x_val", "y_val")
-            if targets is not None and val_targets is not None and targets.shape[1] != val_targets.shape[1]:
+            x_val, y_val, val_targets = check_xy(x_val, y_val, "x_val", "y_val", regression)
+            if (
+                targets is not None
+                and val_targets is not None
+                and targets.shape[1:] != val_targets.shape[1:]
+                and not regression
+            ):
                 raise ValueError(
                     f"Received: y of shape {np.shape(targets if targets is not None else y)} and y_val of shape "
                     f"{np.shape(val_targets if val_targets is not None else y_val)}; expected labels of the same "
                     "kind (both class ids, or both one-hot/soft rows of the same width). Convert one of them."
                 )
-            if x_val.shape[1:] != x.shape[1:]:
+            if nested.feature_shapes(x_val) != nested.feature_shapes(x):
                 raise ValueError(
-                    f"Received: x of shape {x.shape} and x_val of shape {x_val.shape}; expected the "
+                    f"Received: x of shape {nested.shapes(x)} and x_val of shape {nested.shapes(x_val)}; expected the "
                     "same feature shape (all axes but the first). Preprocess both the same way."
                 )
-        self._n_classes, self._class_names = resolve_classes(y, y_val, class_names, n_classes)
-        check_label_range(y, self._n_classes, "y")
+            if regression and targets.shape[1:] != val_targets.shape[1:]:
+                raise ValueError(
+                    f"Received: y of shape {targets.shape} and y_val of shape {val_targets.shape}; expected "
+                    "regression targets of the same shape per example. Preprocess both the same way."
+                )
+        if regression:
+            self._n_classes, self._class_names = 0, []
+        else:
+            self._n_classes, self._class_names = resolve_classes(y, y_val, class_names, n_classes)
+            check_label_range(y, self._n_classes, "y")
         if x_val is not None and (targets is None) != (
             val_targets is None
         ):  # one part as ids, the other as rows: rows for both
@@ -115,21 +152,32 @@ class ProbeSet:
                 targets = np.eye(width, dtype=np.float32)[check_label_range(y, width, "y")]
             else:
                 val_targets = np.eye(width, dtype=np.float32)[check_label_range(y_val, width, "y_val")]
-        check_finite(x, "x")
+        for name, leaf in nested.leaves_with_paths(x, "x"):  # every input of a multi-input x
+            check_finite(leaf, name)
         if x_val is not None:
-            check_label_range(y_val, self._n_classes, "y_val")
-            check_finite(x_val, "x_val")
+            if not regression:
+                check_label_range(y_val, self._n_classes, "y_val")
+            for name, leaf in nested.leaves_with_paths(x_val, "x_val"):
+                check_finite(leaf, name)
 
         train_seq, val_seq = np.random.SeedSequence(seed).spawn(2)
-        idx, short = select_per_class(y, self._n_classes, per_class, np.random.default_rng(train_seq), "train")
-        parts_x, parts_y, parts_idx = [x[idx]], [y[idx]], [idx]
+        if regression:
+            val_n = n if val_n is None else val_n
+            per_class, val_per_class = n, val_n
+            idx, short = select_random(len(y), n, np.random.default_rng(train_seq), "train"), []
+        else:
+            idx, short = select_per_class(y, self._n_classes, per_class, np.random.default_rng(train_seq), "train")
+        parts_x, parts_y, parts_idx = [nested.take(x, idx)], [y[idx]], [idx]
         parts_t = [targets[idx]] if targets is not None else []
         n_val = 0
         if x_val is not None:
-            vidx, vshort = select_per_class(
-                y_val, self._n_classes, val_per_class, np.random.default_rng(val_seq), "val"
-            )
-            parts_x.append(x_val[vidx])
+            if regression:
+                vidx, vshort = select_random(len(y_val), val_n, np.random.default_rng(val_seq), "val"), []
+            else:
+                vidx, vshort = select_per_class(
+                    y_val, self._n_classes, val_per_class, np.random.default_rng(val_seq), "val"
+                )
+            parts_x.append(nested.take(x_val, vidx))
             parts_y.append(y_val[vidx])
             parts_idx.append(vidx)
             if val_targets is not None:
@@ -143,13 +191,14 @@ class ProbeSet:
                 "class(es)); expected at least 2 so that there is a pair. Raise per_class or pass "
                 "more data."
             )
-        self._x = read_only(np.concatenate(parts_x).astype(np.float32, copy=False))
+        self._x = nested.map_leaves(lambda a: read_only(a.astype(np.float32, copy=False)), nested.concat(parts_x))
         self._y = read_only(np.concatenate(parts_y).astype(np.int64, copy=False))
         self._indices = read_only(np.concatenate(parts_idx).astype(np.int64, copy=False))
         self._targets = read_only(np.concatenate(parts_t)) if parts_t else None
         self._is_val = read_only(np.arange(n) >= len(idx))
         self._n_train = len(idx)
         self._has_val = x_val is not None
+        self._regression = regression
         self._per_class = per_class
         self._val_per_class = val_per_class
         self._seed = seed
@@ -292,12 +341,13 @@ class ProbeSet:
 
     @property
     def x(self) -> np.ndarray:
-        """``(N, ...)`` float32 read-only probe inputs: training part, then held-out part."""
-        return self._x
+        """``(N, ...)`` float32 read-only probe inputs: training part, then held-out part (for several
+        inputs, a dict/list of such arrays, dict keys sorted)."""
+        return nested.map_leaves(lambda a: a, self._x)  # a fresh container around the read-only arrays
 
     @property
     def y(self) -> np.ndarray:
-        """``(N,)`` int64 read-only labels."""
+        """``(N,)`` int64 read-only class ids; all ``-1`` (no class) for ``targets="regression"``."""
         return self._y
 
     @property
@@ -319,9 +369,12 @@ class ProbeSet:
 
     @property
     def label_kind(self) -> str:
-        """``"class ids"``, ``"one-hot"`` or ``"soft"``: how the labels were given (recorded in run files)."""
+        """``"class ids"``, ``"one-hot"``, ``"soft"`` or ``"regression"``: how the labels were given (recorded in
+        run files)."""
         if self._targets is None:
             return "class ids"
+        if self._regression:
+            return "regression"
         return "one-hot" if np.isin(self._targets, (0.0, 1.0)).all() else "soft"
 
     @property
@@ -336,8 +389,13 @@ class ProbeSet:
 
     @property
     def n_classes(self) -> int:
-        """Number of classes, including classes without probes."""
+        """Number of classes, including classes without probes (0 for ``targets="regression"``)."""
         return self._n_classes
+
+    @property
+    def has_classes(self) -> bool:
+        """False for ``targets="regression"``: no class matrices, within or between stiffness."""
+        return self._n_classes > 0
 
     @property
     def n_train(self) -> int:
@@ -365,7 +423,7 @@ class ProbeSet:
     @property
     def x_train(self) -> np.ndarray:
         """View of the training probes' inputs."""
-        return self._x[: self._n_train]
+        return nested.cut(self._x, 0, self._n_train)
 
     @property
     def y_train(self) -> np.ndarray:
@@ -375,7 +433,7 @@ class ProbeSet:
     @property
     def x_val(self) -> Optional[np.ndarray]:
         """View of the held-out probes' inputs, or None without a held-out part."""
-        return self._x[self._n_train :] if self._has_val else None
+        return nested.cut(self._x, self._n_train, len(self._y)) if self._has_val else None
 
     @property
     def y_val(self) -> Optional[np.ndarray]:
@@ -385,9 +443,13 @@ class ProbeSet:
     @property
     def counts(self) -> dict[str, np.ndarray]:
         """Probes per class: ``{"train": (C,) int64}``, plus ``"val"`` with a held-out part."""
-        out = {"train": np.bincount(self.y_train, minlength=self._n_classes)}
+
+        def count(y):
+            return np.bincount(y, minlength=self._n_classes) if self._n_classes else np.zeros(0, np.int64)
+
+        out = {"train": count(self.y_train)}
         if self._has_val:
-            out["val"] = np.bincount(self.y_val, minlength=self._n_classes)
+            out["val"] = count(self.y_val)
         return out
 
     @property
@@ -400,16 +462,19 @@ class ProbeSet:
         """SHA-256 hex digest identifying the probe set; a resumed run compares it.
 
         Hashed, in order: ``x.shape`` as text, then the bytes of ``x`` (little-endian float32,
-        C order), ``y`` (little-endian int64), ``is_val`` (one byte each) and ``indices``
-        (little-endian int64).
+        C order; several inputs: the structure of shapes as text, then every input's bytes, dict keys
+        sorted), ``y`` (little-endian int64), ``is_val`` (one byte each) and ``indices``
+        (little-endian int64); then, for soft labels and regression targets, the targets
+        (little-endian float32).
         """
         if self._hash is None:
-            h = hashlib.sha256(repr(tuple(self._x.shape)).encode())
-            h.update(np.ascontiguousarray(self._x, dtype="<f4").tobytes())
+            h = hashlib.sha256(repr(nested.shapes(self._x)).encode())  # one array: its shape tuple
+            for leaf in nested.leaves(self._x):  # several inputs: sorted dict keys, list order
+                h.update(np.ascontiguousarray(leaf, dtype="<f4").tobytes())
             h.update(np.ascontiguousarray(self._y, dtype="<i8").tobytes())
             h.update(np.ascontiguousarray(self._is_val, dtype=np.uint8).tobytes())
             h.update(np.ascontiguousarray(self._indices, dtype="<i8").tobytes())
-            if self.label_kind == "soft":  # one-hot rows say no more than the ids: same hash as ids
+            if self.label_kind in ("soft", "regression"):  # one-hot rows say no more than the ids: same hash
                 h.update(np.ascontiguousarray(self._targets, dtype="<f4").tobytes())
             self._hash = h.hexdigest()
         return self._hash
@@ -421,7 +486,8 @@ class ProbeSet:
             Dict with ``source``, ``n``, ``n_train``, ``n_val``, ``n_classes``, ``per_class``,
             ``val_per_class``, ``seed``, ``input_shape``, ``counts`` (lists), ``class_names``,
             ``hash`` and ``short_classes`` (list of dicts with ``split``, ``class``, ``name``,
-            ``available``, ``asked``).
+            ``available``, ``asked``). For ``targets="regression"``: ``n_classes`` 0, ``per_class`` and
+            ``val_per_class`` are the ``n`` and ``val_n`` asked, no class names or counts.
         """
         return {
             "source": self.source,
@@ -433,7 +499,7 @@ class ProbeSet:
             "per_class": self._per_class,
             "val_per_class": self._val_per_class if self._has_val else None,
             "seed": self._seed,
-            "input_shape": [int(d) for d in self._x.shape[1:]],
+            "input_shape": nested.map_leaves(lambda a: [int(d) for d in a.shape[1:]], self._x),
             "counts": {k: [int(c) for c in v] for k, v in self.counts.items()},
             "class_names": self.class_names,
             "hash": self.hash,
@@ -446,5 +512,26 @@ class ProbeSet:
     def __repr__(self) -> str:
         return (
             f"ProbeSet(n_train={self.n_train}, n_val={self.n_val}, n_classes={self._n_classes}, "
-            f"input_shape={tuple(self._x.shape[1:])}, seed={self._seed})"
+            f"input_shape={nested.feature_shapes(self._x)}, seed={self._seed})"
         )
+
+
+def _check_targets_kind(targets, n, val_n, class_names, n_classes) -> bool:
+    """True for ``targets="regression"``; checks that the other arguments fit the kind."""
+    if targets not in ("classes", "regression"):
+        raise ValueError(f"Received: targets={targets!r}; expected 'classes' or 'regression'.")
+    if targets == "classes":
+        if n is not None or val_n is not None:
+            raise ValueError(
+                "Received: n/val_n with targets='classes'; expected per_class/val_per_class. Pass "
+                "targets='regression' to draw n probes at random without classes."
+            )
+        return False
+    if class_names is not None or n_classes not in (None, 0):
+        raise ValueError("Received: class_names/n_classes with targets='regression'; expected neither (no classes).")
+    if n is None:
+        raise ValueError("Received: targets='regression' without n; expected n, the number of training probes.")
+    check_int(n, "n")
+    if val_n is not None:
+        check_int(val_n, "val_n")
+    return True

@@ -12,33 +12,98 @@ import warnings
 
 import numpy as np
 
+from keras_stiffness import nested
 from keras_stiffness.validation import check_int, check_targets
 
 
-def check_xy(x, y, xname: str, yname: str) -> tuple:
+def check_inputs(x, xname: str):
+    """``x`` as NumPy array(s): real numeric, non-empty ``(N, ...)``; a dict/list/tuple of arrays (a
+    model with several inputs, see :mod:`keras_stiffness.nested`) has every leaf checked, all of the
+    same length ``N``."""
+    x = nested.as_arrays(x)
+    named = nested.leaves_with_paths(x, xname)
+    for name, leaf in named:
+        if not (np.issubdtype(leaf.dtype, np.number) or leaf.dtype == bool) or np.iscomplexobj(leaf):
+            raise TypeError(
+                f"Received: {name} of dtype {leaf.dtype}; expected real numeric inputs (cast to float32). "
+                "Convert the inputs to a numeric array."
+            )
+        if leaf.ndim == 0 or len(leaf) == 0:
+            raise ValueError(
+                f"Received: {name} of shape {leaf.shape}; expected a non-empty array (N, ...). Pass at "
+                "least one example per part."
+            )
+        if len(leaf) != len(named[0][1]):
+            raise ValueError(
+                f"Received: {named[0][0]} with {len(named[0][1])} examples and {name} with {len(leaf)}; "
+                "expected every input with the same number of examples."
+            )
+    return x
+
+
+def check_xy(x, y, xname: str, yname: str, regression: bool = False) -> tuple:
     """``(x, class ids, targets or None)``: numeric non-empty inputs, one label per example.
 
     Targets are kept (float32) when the labels are one-hot or soft rows (see
-    :func:`keras_stiffness.validation.check_targets`): the loss needs them as given.
+    :func:`keras_stiffness.validation.check_targets`): the loss needs them as given. With
+    ``regression``, ``y`` is any finite numeric ``(N, ...)`` target array, kept as float32, and the
+    class ids are all :data:`NO_CLASS`.
     """
-    x = np.asarray(x)
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.iscomplexobj(x):
-        raise TypeError(
-            f"Received: {xname} of dtype {x.dtype}; expected real numeric inputs (cast to float32). "
-            "Convert the inputs to a numeric array."
-        )
-    if x.ndim == 0 or len(x) == 0:
+    x = check_inputs(x, xname)
+    if regression:
+        y, targets = check_regression_targets(y, yname)
+    else:
+        try:
+            y, targets = check_targets(y, yname)
+        except ValueError as exc:
+            arr = np.asarray(y)
+            if np.issubdtype(arr.dtype, np.floating):
+                raise ValueError(
+                    f"{exc} If {yname} holds regression (non-class) targets, pass targets='regression'."
+                ) from exc
+            raise
+    if len(y) != nested.n_rows(x):
         raise ValueError(
-            f"Received: {xname} of shape {x.shape}; expected a non-empty array (N, ...). Pass at "
-            "least one example per part."
-        )
-    y, targets = check_targets(y, yname)
-    if len(y) != len(x):
-        raise ValueError(
-            f"Received: {len(x)} examples in {xname} but {len(y)} labels in {yname}; expected one "
+            f"Received: {nested.n_rows(x)} examples in {xname} but {len(y)} labels in {yname}; expected one "
             "label per example. Pass matching arrays."
         )
     return x, y, targets
+
+
+NO_CLASS = -1
+"""The class id of every probe of a probe set without classes (``targets="regression"``)."""
+
+
+def check_regression_targets(y, name: str) -> tuple:
+    """``(ids, targets)`` for regression: ``ids`` all :data:`NO_CLASS`, ``targets`` float32 ``(N, ...)``.
+
+    Example:
+        >>> ids, t = check_regression_targets([[0.5, -1.0], [2.0, 0.0]], "y")
+        >>> ids.tolist(), t.dtype, t.shape
+        ([-1, -1], dtype('float32'), (2, 2))
+    """
+    arr = np.asarray(y)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise TypeError(
+            f"Received: {name} of dtype {arr.dtype}; expected real numeric regression targets. Convert them."
+        )
+    if arr.ndim == 0:
+        raise ValueError(f"Received: scalar {name}; expected one target per example, (N,) or (N, ...).")
+    targets = arr.astype(np.float32)
+    if not np.isfinite(targets).all():
+        raise ValueError(f"Received: {name} with non-finite values; expected finite regression targets.")
+    return np.full(len(targets), NO_CLASS, np.int64), targets
+
+
+def select_random(m: int, asked: int, rng, split: str) -> np.ndarray:
+    """``min(asked, m)`` sorted random indices of ``range(m)`` (no classes); warns when ``m < asked``."""
+    if m < asked:
+        warnings.warn(
+            f"ProbeSet: the {split} part has {m} examples, fewer than the {asked} asked; took all of them.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return np.sort(rng.choice(m, size=min(asked, m), replace=False)).astype(np.int64)
 
 
 def resolve_classes(y, y_val, class_names, n_classes) -> tuple[int, list[str]]:

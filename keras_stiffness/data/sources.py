@@ -15,7 +15,9 @@ Four kinds of source, one result (:class:`DataSplits`):
 - ``"tfds:NAME[:SPLIT]"``: a TensorFlow Datasets image classification set (``mnist``,
   ``fashion_mnist``, ``cifar10``, ``cifar100``, ...) that is already prepared on disk. Nothing is ever
   downloaded; missing data raises :class:`~keras_stiffness.data.tfds.DataNotFoundError` saying how to get it.
-- ``"path/to/file.npz"``: arrays ``x``, ``y`` and optionally ``x_val``, ``y_val``, ``class_names``.
+- ``"path/to/file.npz"``: arrays ``x``, ``y`` and optionally ``x_val``, ``y_val``, ``class_names``; for
+  a model with several inputs, one array ``x_NAME`` per input instead of ``x`` (and ``x_val_NAME``
+  for held-out data), loaded as ``x = {NAME: array}`` (see :func:`_load_npz`).
 
 Inputs are standardized per channel (the last axis) with statistics of the training split only, as in
 the paper ("inputs standardized"). Labels are int64 in ``0..C-1``.
@@ -31,6 +33,7 @@ from typing import Optional
 
 import numpy as np
 
+from keras_stiffness import nested
 from keras_stiffness.validation import (
     CHUNK_VALUES,
     check_finite,
@@ -100,12 +103,13 @@ class DataSplits:
         name: The source it came from, e.g. ``"digits"``, ``"cifar10"``, ``"tfds:mnist"``,
             ``"path/to/file.npz"``.
         x_train: float32 inputs, standardized per channel with training statistics; image sets are
-            ``(N, H, W, C)``.
+            ``(N, H, W, C)``. An ``.npz`` with several inputs gives ``{NAME: (N, ...)}`` (each input
+            standardized on its own).
         y_train: int64 labels in ``0..n_classes-1``.
         x_val: Held-out inputs standardized with the *training* statistics, or None.
         y_val: Held-out labels, or None.
         class_names: One name per class.
-        input_shape: ``x_train.shape[1:]``.
+        input_shape: ``x_train.shape[1:]`` (several inputs: ``{NAME: shape}``).
         n_classes: Number of classes (``len(class_names)``).
 
     Example:
@@ -269,15 +273,15 @@ def load_data(
         x, y, x_val, y_val, class_names = load_tfds(name, split, data_dir, val_fraction, max_train)
 
     if x_val is None and val_fraction > 0:
-        n_val = int(round(len(x) * val_fraction))
-        if 0 < n_val < len(x):
+        n_val = int(round(len(y) * val_fraction))
+        if 0 < n_val < len(y):
             val_idx = stratified_pick(y, n_val, rng)
-            train_mask = np.ones(len(x), dtype=bool)
+            train_mask = np.ones(len(y), dtype=bool)
             train_mask[val_idx] = False
-            x, y, x_val, y_val = x[train_mask], y[train_mask], x[val_idx], y[val_idx]
-    if max_train is not None and len(x) > max_train:
+            x, y, x_val, y_val = nested.take(x, train_mask), y[train_mask], nested.take(x, val_idx), y[val_idx]
+    if max_train is not None and len(y) > max_train:
         keep = np.arange(max_train) if kind in ("tfds", "preset") else stratified_pick(y, max_train, rng)
-        x, y = x[keep], y[keep]
+        x, y = nested.take(x, keep), y[keep]
 
     n_classes = len(class_names)
     for arr, label in ((y, "y"), (y_val, "y_val")):
@@ -287,10 +291,15 @@ def load_data(
                 f"expected integers in [0, {n_classes}) ({n_classes} class names); fix the labels or "
                 "the class_names array."
             )
-    check_finite(x, "x")
-    if x_val is not None:
-        check_finite(x_val, "x_val")
-    x, x_val = standardize(x, x_val)
+    for label, leaf in nested.leaves_with_paths(x, "x") + nested.leaves_with_paths(x_val, "x_val"):
+        if leaf is not None:
+            check_finite(leaf, label)
+    if isinstance(x, dict):  # several inputs: each standardized with its own training statistics
+        pairs = {k: standardize(x[k], None if x_val is None else x_val[k]) for k in x}
+        x = {k: pair[0] for k, pair in pairs.items()}
+        x_val = None if x_val is None else {k: pair[1] for k, pair in pairs.items()}
+    else:
+        x, x_val = standardize(x, x_val)
     return DataSplits(
         name=os.fspath(source),
         x_train=x,
@@ -298,7 +307,7 @@ def load_data(
         x_val=x_val,
         y_val=y_val,
         class_names=list(class_names),
-        input_shape=tuple(int(d) for d in x.shape[1:]),
+        input_shape=nested.feature_shapes(x),
         n_classes=n_classes,
     )
 
@@ -472,6 +481,18 @@ def _load_digits():
 
 
 def _load_npz(path: str):
+    """``(x, y, x_val, y_val, class_names)`` from an ``.npz`` archive.
+
+    One input: arrays ``x`` and ``y``, optionally ``x_val`` with ``y_val``, and ``class_names``.
+
+    Several inputs (a multi-input model): instead of ``x``, one array ``x_NAME`` per input, all with
+    the same number of rows, loaded as the dict ``x = {NAME: array}`` that a functional model built
+    with ``keras.Model({NAME: keras.Input(...), ...}, ...)`` takes (Keras also matches the names of the
+    ``Input`` layers of a list-input model). Held-out inputs are ``x_val_NAME`` for every ``NAME``
+    (given with ``y_val``); so ``x_val`` itself and names starting with ``val_`` are not input names.
+    ``y`` and ``class_names`` as with one input; ``x`` and ``x_NAME`` together are an error.
+    Example: ``np.savez(path, x_image=images, x_meta=features, y=labels)``.
+    """
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"Received: source={path!r}, which does not exist (absolute path "
@@ -485,33 +506,49 @@ def _load_npz(path: str):
         )
     with np.load(path, allow_pickle=False) as npz:
         found = sorted(npz.files)
-        missing = [k for k in ("x", "y") if k not in found]
+        inputs = [k[2:] for k in found if k.startswith("x_") and k != "x_val" and not k.startswith("x_val_")]
+        if inputs and "x" in found:
+            raise ValueError(
+                f"Received: {path!r} with arrays {found}; expected either 'x' (one input) or 'x_NAME' "
+                f"arrays (one per input), not both. Drop 'x' or rename {['x_' + k for k in inputs]}."
+            )
+        missing = [k for k in ("x", "y") if k not in found and not (k == "x" and inputs)]
         if missing:
             raise ValueError(
                 f"Received: {path!r} with arrays {found}; expected arrays 'x' and 'y' (missing "
                 f"{missing}), optionally 'x_val', 'y_val', 'class_names'. Save it with "
                 "np.savez(path, x=inputs, y=labels)."
             )
-        if ("x_val" in found) != ("y_val" in found):
+        val_keys = ["x_val_" + k for k in inputs] if inputs else ["x_val"]
+        has_val = [k in found for k in val_keys]
+        if any(has_val) != ("y_val" in found) or (any(has_val) and not all(has_val)):
             raise ValueError(
-                f"Received: {path!r} with arrays {found}; expected 'x_val' and 'y_val' together or "
-                "neither. Add the missing one or drop the other."
+                f"Received: {path!r} with arrays {found}; expected {', '.join(map(repr, val_keys))} and "
+                "'y_val' together or neither. Add the missing one(s) or drop the others."
             )
-        x = npz["x"]
+        if inputs:
+            x = {k: npz["x_" + k] for k in inputs}
+            x_val = {k: npz["x_val_" + k] for k in inputs} if all(has_val) else None
+        else:
+            x = npz["x"]
+            x_val = npz["x_val"] if "x_val" in found else None
         y = check_labels(npz["y"], "y")
-        x_val = npz["x_val"] if "x_val" in found else None
         y_val = check_labels(npz["y_val"], "y_val") if "y_val" in found else None
         names = [str(s) for s in npz["class_names"].ravel()] if "class_names" in found else None
-    _check_pair(x, y, "x", "y", path)
+    for label, leaf in nested.leaves_with_paths(x, "x"):
+        _check_pair(leaf, y, label, "y", path)
+        if not (np.issubdtype(leaf.dtype, np.number) or leaf.dtype == bool):
+            raise TypeError(f"Received: {path!r} with {label} of dtype {leaf.dtype}; expected numeric inputs.")
     if x_val is not None:
-        _check_pair(x_val, y_val, "x_val", "y_val", path)
-        if x_val.shape[1:] != x.shape[1:]:
-            raise ValueError(
-                f"Received: {path!r} with x of shape {x.shape} and x_val of shape {x_val.shape}; "
-                "expected the same feature shape. Save matching arrays."
-            )
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise TypeError(f"Received: {path!r} with x of dtype {x.dtype}; expected numeric inputs.")
+        for (label, leaf), (_, train_leaf) in zip(
+            nested.leaves_with_paths(x_val, "x_val"), nested.leaves_with_paths(x, "x")
+        ):
+            _check_pair(leaf, y_val, label, "y_val", path)
+            if leaf.shape[1:] != train_leaf.shape[1:]:
+                raise ValueError(
+                    f"Received: {path!r} with {label.replace('x_val', 'x', 1)} of shape {train_leaf.shape} "
+                    f"and {label} of shape {leaf.shape}; expected the same feature shape. Save matching arrays."
+                )
     if names is None:
         top = max(int(y.max()), int(y_val.max()) if y_val is not None and y_val.size else -1)
         names = [str(i) for i in range(top + 1)]

@@ -80,30 +80,46 @@ def parse_method(method) -> Method:
 
 
 def check_probes(x, y) -> tuple:
-    """Probes as NumPy arrays, checked: lengths, N >= 2, finite inputs."""
-    x = np.asarray(x)
+    """Probes as NumPy arrays, checked: lengths, N >= 2, numeric finite inputs.
+
+    ``x`` is one array, or a dict/list/tuple of arrays for a multi-input model (see
+    :mod:`keras_stiffness.nested`): every leaf is checked and must have the same length ``N``.
+    """
+    from keras_stiffness import nested
+
+    x = nested.as_arrays(x)
     y = np.asarray(y)
-    if x.ndim == 0 or y.ndim == 0:
-        raise ValueError(
-            f"Received x of shape {x.shape} and y of shape {y.shape}; expected arrays with the probes "
-            "along the first axis."
-        )
-    if len(x) != len(y):
-        raise ValueError(
-            f"Received x with {len(x)} examples and y with {len(y)}; expected the same number of inputs and labels."
-        )
-    if len(x) < 2:
-        raise ValueError(f"Received N={len(x)} probe(s); stiffness compares pairs, so at least 2 are needed.")
-    if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
-        raise TypeError(f"Received x of dtype {x.dtype}; expected numeric inputs.")
-    if np.issubdtype(x.dtype, np.floating):
-        bad = ~np.isfinite(x)
-        if bad.any():
-            first = int(np.flatnonzero(bad.reshape(len(x), -1).any(axis=1))[0])
+    named = nested.leaves_with_paths(x, "x")
+    for name, leaf in named:
+        if leaf.ndim == 0 or y.ndim == 0:
             raise ValueError(
-                f"Received x with {int(bad.sum())} NaN/Inf value(s) (first in example {first}); "
-                "expected finite inputs. Fix: clean or re-standardize the probes."
+                f"Received {name} of shape {leaf.shape} and y of shape {y.shape}; expected arrays with the "
+                "probes along the first axis."
             )
+    n = len(named[0][1])
+    for name, leaf in named[1:]:
+        if len(leaf) != n:
+            raise ValueError(
+                f"Received {named[0][0]} with {n} examples and {name} with {len(leaf)}; expected every input "
+                "with the same number of examples."
+            )
+    if n != len(y):
+        raise ValueError(
+            f"Received x with {n} examples and y with {len(y)}; expected the same number of inputs and labels."
+        )
+    if n < 2:
+        raise ValueError(f"Received N={n} probe(s); stiffness compares pairs, so at least 2 are needed.")
+    for name, leaf in named:
+        if not np.issubdtype(leaf.dtype, np.number) and leaf.dtype != bool:
+            raise TypeError(f"Received {name} of dtype {leaf.dtype}; expected numeric inputs.")
+        if np.issubdtype(leaf.dtype, np.floating):
+            bad = ~np.isfinite(leaf)
+            if bad.any():
+                first = int(np.flatnonzero(bad.reshape(len(leaf), -1).any(axis=1))[0])
+                raise ValueError(
+                    f"Received {name} with {int(bad.sum())} NaN/Inf value(s) (first in example {first}); "
+                    "expected finite inputs. Fix: clean or re-standardize the probes."
+                )
     return x, y
 
 
@@ -125,8 +141,15 @@ def check_model(model) -> None:
         raise ValueError(f"Received model {model.name!r} with no trainable weights; stiffness needs gradients.")
 
 
-def cast_to_model_dtype(model, x: np.ndarray) -> np.ndarray:
-    """Floating inputs in the dtype the model computes in (float64 models keep float64 probes)."""
+def cast_to_model_dtype(model, x):
+    """Floating inputs in the dtype the model computes in (float64 models keep float64 probes).
+
+    A nested ``x`` (several inputs) has every floating leaf cast; integer leaves are kept.
+    """
+    from keras_stiffness import nested
+
+    if nested.is_nested(x):
+        return nested.map_leaves(lambda leaf: cast_to_model_dtype(model, np.asarray(leaf)), x)
     if not np.issubdtype(x.dtype, np.floating):
         return x
     dtype = None
@@ -182,7 +205,8 @@ def gradient_gram(
 
     Args:
         model: A built Keras model (Sequential, functional or subclassed), single output.
-        x: ``(N, ...)`` probe inputs.
+        x: ``(N, ...)`` probe inputs; for a model with several inputs, a dict, list or tuple of
+            ``(N, ...)`` arrays as the model takes them (every leaf checked, cast and sliced alike).
         y: ``(N,)`` integer labels or ``(N, ...)`` targets shaped like the model's output.
         loss: Defaults to the model's compiled loss; or a Keras ``Loss`` (any reduction), a loss name,
             or a callable ``(y_true, y_pred) -> (N,)`` per-example losses.
@@ -210,6 +234,7 @@ def gradient_gram(
         >>> result.total.shape, sorted(result.per_layer), result.rules["out"]
         ((6, 6), ['hidden', 'out'], 'dense')
     """
+    from keras_stiffness import nested
     from keras_stiffness.engine.losses import check_labels, resolve_loss
 
     method = parse_method(method)
@@ -218,7 +243,8 @@ def gradient_gram(
     x, y = check_probes(x, y)
     per_example_loss, loss_name = resolve_loss(model, loss)
     x = cast_to_model_dtype(model, x)
-    out_shape = tuple(np.asarray(model(x[:2], training=False)).shape)
+    n = nested.n_rows(x)
+    out_shape = tuple(np.asarray(model(nested.cut(x, 0, 2), training=False)).shape)
     check_labels(y, out_shape, loss_name)
     units = model_units(model)
     method_used = method
@@ -232,7 +258,7 @@ def gradient_gram(
     else:
         per_layer, losses, rules = _structured(model, units, x, y, per_example_loss, chunk_size, precision)
     check_losses(losses, loss_name)
-    total = total_of(per_layer, len(x))
+    total = total_of(per_layer, n)
     return GramResult(total=total, per_layer=per_layer, rules=rules, method=method_used.value, losses=losses)
 
 
@@ -243,7 +269,7 @@ def _structured(model, units, x, y, per_example_loss, chunk_size, precision="flo
     captures, losses, _ = capture(
         model, units, x, y, per_example_loss, chunk_size=chunk_size or CAPTURE_CHUNK, precision=precision
     )
-    n = len(x)
+    n = len(y)
     per_layer: Dict[str, np.ndarray] = {}
     rules: Dict[str, str] = {}
     shared = [u for u in units if u.layer is None]

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from keras_stiffness import keras_compat
+from keras_stiffness import keras_compat, nested
 from keras_stiffness.engine.rules.base import CallRecord, LayerCapture
 from keras_stiffness.engine.units import Unit
 
@@ -98,15 +98,15 @@ def capture(
     import tensorflow as tf
 
     units = [u for u in units if u.layer is not None]  # shared-variable units have no layer to tap
-    n = len(x)
+    n = nested.n_rows(x)
     chunks: Dict[str, List[List[CallRecord]]] = {u.name: [] for u in units}
     outputs: Dict[str, List[np.ndarray]] = {u.name: [] for u in units}
     losses: List[np.ndarray] = []
     rows: List[int] = []
     order: List[str] = []  # unit names in the order of their first call
     for lo in range(0, n, chunk_size):
-        xb = x[lo : lo + chunk_size]
-        rows.append(len(xb))
+        xb = nested.cut(x, lo, lo + chunk_size)
+        rows.append(nested.n_rows(xb))
         records: Dict[str, List[CallRecord]] = {u.name: [] for u in units}
         taps: List = []
         tape = tf.GradientTape(watch_accessed_variables=False)
@@ -133,7 +133,7 @@ def capture(
             return out
 
         with wrapped_units(units, on_call), tape:
-            pred = model(tf.convert_to_tensor(xb), training=False)
+            pred = model(nested.to_tensors(xb), training=False)
             if grads:
                 loss = per_example_loss(y[lo : lo + chunk_size], pred)
                 total = tf.reduce_sum(loss)

@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 
-from keras_stiffness import keras_compat
+from keras_stiffness import keras_compat, nested
 from keras_stiffness.engine.memory import JACOBIAN_CACHE_ELEMENTS, JACOBIAN_CHUNK_ELEMENTS, PFOR_ELEMENTS
 from keras_stiffness.engine.rules.base import LayerCapture
 
@@ -205,8 +205,9 @@ def activations_per_example(model, units, x) -> int:
     and their pre-activations): what a vectorized jacobian multiplies by the chunk size squared."""
     from keras_stiffness.engine.capture import capture
 
-    _, _, outputs = capture(model, units, x[:1], None, None, chunk_size=1, grads=False)
-    return 2 * (int(np.prod(x.shape[1:])) + sum(int(np.prod(o.shape[1:])) for o in outputs.values()))
+    _, _, outputs = capture(model, units, nested.cut(x, 0, 1), None, None, chunk_size=1, grads=False)
+    inputs = sum(int(np.prod(leaf.shape[1:])) for leaf in nested.leaves(x))
+    return 2 * (inputs + sum(int(np.prod(o.shape[1:])) for o in outputs.values()))
 
 
 def model_jacobian_grams(model, units, x, y, per_example_loss) -> tuple:
@@ -248,7 +249,7 @@ def model_jacobian_grams(model, units, x, y, per_example_loss) -> tuple:
             return compiled["jac"](xb, yb)
 
     def chunk(lo: int, hi: int):
-        loss, jac_values = jac(tf.convert_to_tensor(x[lo:hi]), tf.convert_to_tensor(y[lo:hi]))
+        loss, jac_values = jac(nested.to_tensors(nested.cut(x, lo, hi)), tf.convert_to_tensor(y[lo:hi]))
         b = hi - lo
         rows = [
             np.zeros((b, int(np.prod(v.shape)))) if j is None else np.asarray(j, np.float64).reshape(b, -1)
@@ -257,4 +258,4 @@ def model_jacobian_grams(model, units, x, y, per_example_loss) -> tuple:
         return loss, rows
 
     activations = activations_per_example(model, units, x) if use_pfor else 0
-    return _grouped_grams(chunk, groups, len(x), activations)
+    return _grouped_grams(chunk, groups, nested.n_rows(x), activations)

@@ -64,13 +64,20 @@ def _pair_set_summaries(
     for p, (rows, cols, same_set) in enumerate(blocks.values()):
         for k, measure in enumerate(measures):
             sub = sub_block(mats[measure], rows, cols)
+            if c_ == 0:  # no classes: the mean over all pairs (self-pairs excluded), nothing else
+                values = sub[~np.eye(len(rows), dtype=bool)] if same_set else sub.ravel()
+                out["pairs"][p] = values.size
+                if values.size:
+                    out["mean"][p, k] = float(values.mean())
+                continue
             matrix, counts = class_stiffness(sub, labels[rows], labels[cols], n_classes, same_set)
             out["class_matrix"][p, k], out["class_pairs"][p] = matrix, counts
             out["within"][p, k], out["between"][p, k] = within_between(matrix)
             has = counts > 0
             if has.any():
                 out["mean"][p, k] = float(np.sum(matrix[has] * counts[has]) / counts.sum())
-        out["pairs"][p] = out["class_pairs"][p].sum()
+        if c_:
+            out["pairs"][p] = out["class_pairs"][p].sum()
     return out
 
 
@@ -94,9 +101,12 @@ def summarize(
     Args:
         total: ``(N, N)`` Gram matrix over all trainable weights.
         per_layer: Layer name -> ``(N, N)`` Gram block of that layer's weights, in forward order.
-        labels: ``(N,)`` integer classes of the probes.
+        labels: ``(N,)`` integer classes of the probes (ignored when ``n_classes`` is 0).
         is_val: ``(N,)`` boolean, True for held-out probes (any order).
-        n_classes: Number of classes ``C``.
+        n_classes: Number of classes ``C``. 0 (regression, no classes): class matrices have ``C = 0``
+            axes, ``within``/``between`` (and their per-layer tables) are NaN, ``critical_length_fit``
+            (a within-class fit) is NaN; ``mean``, ``pairs``, per-layer ``mean``, the distance curves
+            and ``critical_length`` are computed over all pairs as usual.
         representations: Space name -> ``(N, ...)`` representation (``"input"`` first, then layers).
             Distances use train-train pairs only. None or empty: no curves (``R = 0``).
         measures: Subset of ("sign", "cos"); stored in that order.
@@ -123,6 +133,9 @@ def summarize(
         (1.0, -1.0)
         >>> m.class_matrix.shape, m.curve_mean.shape
         ((1, 2, 2, 2), (1, 2, 4))
+        >>> r = summarize(g @ g.T, None, np.full(4, -1), np.zeros(4, dtype=bool), 0, {"input": g}, bins=4)
+        >>> r.class_matrix.shape, math.isnan(r.scalar("within")), r.scalar("mean", measure="sign"), int(r.pairs[0])
+        ((1, 2, 0, 0), True, -0.3333333333333333, 12)
     """
     measures = check_measures(measures)
     check_metric(metric)
@@ -131,8 +144,15 @@ def summarize(
     tag_values = _tags(tags)
     gram = check_square(total, "total")
     n = gram.shape[0]
-    n_classes = check_int(n_classes, "n_classes")
-    labels = probe_labels(labels, n, n_classes)
+    n_classes = check_int(n_classes, "n_classes", minimum=0)
+    if n_classes:
+        labels = probe_labels(labels, n, n_classes)
+    elif np.shape(labels) != (n,):
+        raise ValueError(
+            f"Received: labels with shape {np.shape(labels)}; expected ({n},), one per probe (ignored without classes)."
+        )
+    else:
+        labels = np.full(n, -1, np.int64)
     blocks = pair_set_blocks(is_val)
     if np.asarray(is_val).shape != (n,):
         raise ValueError(
@@ -223,7 +243,7 @@ def _curves(
         return out
     s_train = {m: sub_block(mats[m], train, train) for m in measures}
     lab = labels[train]
-    same_class = lab[:, None] == lab[None, :]
+    same_class = (lab[:, None] == lab[None, :]) & (lab[:, None] >= 0)  # no class (-1): never the same
     all_train = train.size == n and np.array_equal(train, np.arange(n))
     for r, (space, rep) in enumerate(reps.items()):
         x = np.asarray(rep)

@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional, Protocol, Sequence, runtime_c
 
 import numpy as np
 
+from keras_stiffness import nested
 from keras_stiffness.engine.api import GramResult, check_losses, check_probes, parse_method, total_of
 from keras_stiffness.measure.config import LayerSelection
 from keras_stiffness.validation import check_choice
@@ -46,9 +47,9 @@ class StiffnessAdapter(Protocol):
         """Raise ValueError, saying what does not fit, when the model cannot take these probes."""
 
 
-def _flat(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a)
-    return a.reshape(len(a), -1).astype(np.float32, copy=False)
+def _flat(a) -> np.ndarray:
+    """``(N, D)`` float32; a nested ``a`` (several inputs) has its leaves flattened and concatenated."""
+    return nested.flat_concat(nested.as_arrays(a)).astype(np.float32, copy=False)
 
 
 def select_layers(available: List[str], layers: LayerSelection) -> List[str]:
@@ -122,8 +123,17 @@ def call_model(model, x: np.ndarray, *, source: str, fix: str) -> np.ndarray:
         detail = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())  # one line, no terminal colours
         raise ValueError(
             f"Model {model.name!r} expects inputs of shape {what}, but {source} gives "
-            f"{shape_text(x.shape[1:])} (calling the model failed: {type(exc).__name__}: {detail}). {fix}"
+            f"{_shapes_text(x)} (calling the model failed: {type(exc).__name__}: {detail}). {fix}"
         ) from exc
+
+
+def _shapes_text(x) -> str:
+    """``(3, 4)`` for one array; ``{'a': (3), 'b': (4, 2)}`` or ``[(3), (4)]`` for several inputs."""
+    if isinstance(x, dict):
+        return "{" + ", ".join(f"{k!r}: {_shapes_text(x[k])}" for k in sorted(x, key=str)) + "}"
+    if nested.is_nested(x):
+        return "[" + ", ".join(_shapes_text(v) for v in x) + "]"
+    return shape_text(np.shape(x)[1:])
 
 
 class KerasAdapter:
@@ -184,11 +194,18 @@ class KerasAdapter:
         return result
 
     def representations(self, x: np.ndarray, layers: LayerSelection = "all") -> Dict[str, np.ndarray]:
+        """``{"input": (N, D) flattened x, layer: (N, ...) output of its first call}`` (float32).
+
+        For a model with several inputs (``x`` a dict, list or tuple of arrays), ``"input"`` is every
+        input flattened per example and concatenated, in the fixed order of
+        :mod:`keras_stiffness.nested` (sorted dict keys, list order): the input-space distance is the
+        Euclidean distance over all inputs together.
+        """
         from keras_stiffness.engine.api import cast_to_model_dtype
         from keras_stiffness.engine.capture import capture
         from keras_stiffness.engine.memory import CAPTURE_CHUNK
 
-        x = cast_to_model_dtype(self.model, np.asarray(x))
+        x = cast_to_model_dtype(self.model, nested.as_arrays(x))
         units = self._units()
         _, _, outputs = capture(
             self.model, units, x, None, None, chunk_size=self.chunk_size or CAPTURE_CHUNK, grads=False
@@ -236,7 +253,7 @@ class KerasAdapter:
 
         out = call_model(
             self.model,
-            np.asarray(x)[:2],
+            nested.cut(nested.as_arrays(x), 0, 2),
             source="the probe set",
             fix="Pass probes preprocessed exactly as the training data.",
         )
@@ -314,12 +331,12 @@ class FunctionAdapter:
 
         x, y = check_probes(x, y)
         per_layer, losses = jacobian_grams(
-            lambda lo, hi: self.per_example_loss(x[lo:hi], y[lo:hi]), self.groups, len(x)
+            lambda lo, hi: self.per_example_loss(nested.cut(x, lo, hi), y[lo:hi]), self.groups, len(y)
         )
         check_losses(losses, getattr(self.per_example_loss, "__name__", "per_example_loss"))
         rules = {name: "jacobian" for name in per_layer}
         return GramResult(
-            total=total_of(per_layer, len(x)),
+            total=total_of(per_layer, len(y)),
             per_layer=per_layer,
             rules=rules,
             method="jacobian",
@@ -353,19 +370,19 @@ class FunctionAdapter:
             ValueError: The function fails on two probes, or does not return one loss per example.
         """
         name = getattr(self.per_example_loss, "__name__", "per_example_loss")
-        x2, y2 = np.asarray(x)[:2], np.asarray(y)[:2]
+        x2, y2 = nested.cut(nested.as_arrays(x), 0, 2), np.asarray(y)[:2]
         try:
             values = np.asarray(self.per_example_loss(x2, y2))
         except Exception as exc:  # noqa: BLE001 - any failure here means the probes do not fit
             raise ValueError(
-                f"The loss function {name!r} failed on probe inputs of shape {x2.shape[1:]} and labels of "
+                f"The loss function {name!r} failed on probe inputs of shape {_shapes_text(x2)} and labels of "
                 f"shape {y2.shape[1:]} ({type(exc).__name__}: {exc}). Pass probes preprocessed as the "
                 "function expects."
             ) from exc
-        if values.shape != (len(x2),):
+        if values.shape != (len(y2),):
             raise ValueError(
-                f"Received: per-example losses of shape {values.shape} from {name!r} for {len(x2)} probes; "
-                f"expected shape ({len(x2)},), one loss per example. Do not reduce over the batch."
+                f"Received: per-example losses of shape {values.shape} from {name!r} for {len(y2)} probes; "
+                f"expected shape ({len(y2)},), one loss per example. Do not reduce over the batch."
             )
 
 

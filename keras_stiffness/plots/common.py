@@ -48,7 +48,8 @@ class RunData:
     """What the figures read from a run file, loaded once (the file may be closed afterwards).
 
     ``series`` holds within/between, layer_within/layer_between (when there are layers) and
-    critical_length/critical_length_fit (when there are spaces) stacked over measurements, ``rows`` the
+    critical_length/critical_length_fit (when there are spaces), and mean/layer_mean (when there are
+    no classes) stacked over measurements, ``rows`` the
     full :class:`Measurement` of the few measurements drawn in detail.
     """
 
@@ -92,6 +93,8 @@ def load_run(run, rows: Sequence[int] = ()) -> RunData:
         "layer_between": bool(run.layers),
         "critical_length": bool(run.spaces),
         "critical_length_fit": bool(run.spaces),
+        "mean": not info.class_names,  # no classes: the mean over all pairs stands in for within/between
+        "layer_mean": bool(run.layers) and not info.class_names,
     }
     series = {name: np.asarray(run.series(name), dtype=np.float64) for name, ok in wanted.items() if ok}
     return RunData(

@@ -129,6 +129,13 @@ def class_matrix_figure(data: RunData, at: Sequence[int], measure: str):
     k = check_measure(measure, data.measures, f"run {data.name!r}")
     sets = [p for p in ("train-train", "train-val") if p in data.pair_sets]
     c = len(data.class_names)
+    if c == 0:
+        fig = new_figure(6.4, 4.8)
+        ax = fig.subplots()
+        ax.set_axis_off()
+        empty_note(ax, "no classes (regression targets):\nno class stiffness matrices")
+        fig.suptitle(f"{data.name}: class stiffness matrices, {MEASURE_NAMES[measure]}")
+        return fig
     side = 3.3 if c <= 30 else 4.2
     fig = new_figure(1.4 + side * len(at), 0.9 + (side + 0.5) * len(sets))
     axes = fig.subplots(len(sets), len(at), squeeze=False)
@@ -183,12 +190,13 @@ def training_figure(data: RunData, measure: str):
     from matplotlib.lines import Line2D
 
     check_measure(measure, data.measures, f"run {data.name!r}")
-    fig = new_figure(11.5, 7.0)
-    axes = fig.subplots(2, 2, sharey="row", sharex="col")
+    names = ("within", "between") if data.class_names else ("mean",)
+    fig = new_figure(11.5, 3.5 * len(names))
+    axes = fig.subplots(len(names), 2, sharey="row", sharex="col", squeeze=False)
     epoch, loss = data.tags["epoch"], current_train_loss(data.tags)
     has_loss = bool(np.isfinite(loss).any())
     styles = {m: ("-" if m == measure else ":") for m in data.measures}
-    for row, name in enumerate(("within", "between")):
+    for row, name in enumerate(names):
         values = data.series[name]  # (T, P, M)
         for col, x in enumerate((epoch, loss)):
             ax = axes[row, col]
@@ -214,10 +222,10 @@ def training_figure(data: RunData, measure: str):
                         alpha=(1.0 if chosen else 0.8) * (1.0 if col == 0 else 0.7),
                     )
             ax.grid(alpha=0.3)
-        axes[row, 0].set_ylabel(f"{name}-class stiffness")
-    epoch_axis(axes[1, 0], epoch)
+        axes[row, 0].set_ylabel(f"{name}-class stiffness" if name != "mean" else "stiffness, all pairs (no classes)")
+    epoch_axis(axes[-1, 0], epoch)
     if has_loss:
-        loss_axis(axes[1, 1], loss)
+        loss_axis(axes[-1, 1], loss)
     axes[0, 0].set_title("vs epoch")
     missing = int(np.isnan(loss).sum())
     axes[0, 1].set_title(
@@ -389,15 +397,16 @@ def layer_figure(data: RunData, measure: str):
     p = data.pair_sets.index("train-train")
     colors = depth_colors(data.layers)
     fig = new_figure(11.5, 4.8 if len(data.layers) <= 12 else 6.5)
-    axes = fig.subplots(1, 2, sharey=True)
+    names = ("within", "between") if data.class_names else ("mean",)
+    axes = fig.subplots(1, len(names), sharey=True, squeeze=False)[0]
     epoch = data.tags["epoch"]
-    for ax, name in zip(axes, ("within", "between")):
+    for ax, name in zip(axes, names):
         zero_line(ax)
         values = data.series[f"layer_{name}"][:, :, p, k]
         for li, layer in enumerate(data.layers):
             ax.plot(epoch, values[:, li], "-", marker="o", ms=3, color=colors[layer], lw=1.5, label=layer)
         epoch_axis(ax, epoch)
-        ax.set_title(f"{name}-class, train–train")
+        ax.set_title(f"{name}-class, train–train" if name != "mean" else "all pairs (no classes), train–train")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"{MEASURE_NAMES[measure]} of the layer's own weights")
     handles = axes[0].get_legend_handles_labels()[0]

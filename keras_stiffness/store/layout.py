@@ -143,8 +143,9 @@ class RunInfo:
     and checked, so a bad value fails here rather than halfway through writing a file.
 
     Attributes:
-        class_names: The ``C`` class names, in label order.
-        probe_labels: ``(N,)`` int labels of the probes.
+        class_names: The ``C`` class names, in label order; empty (``C = 0``) for a probe set without
+            classes (regression), whose class axes and class series then have length 0.
+        probe_labels: ``(N,)`` int labels of the probes (-1 without classes).
         probe_indices: ``(N,)`` int index of each probe in its source split.
         probe_is_val: ``(N,)`` bool, True for held-out probes.
         probe_hash: Content hash of the probe set (checked when a run is resumed).
@@ -212,7 +213,7 @@ class RunInfo:
                 f"{len(self.probe_indices)}, {len(self.probe_is_val)}; expected one common length "
                 "N >= 1 (one entry per probe)."
             )
-        for name in ("class_names", "pair_sets", "measures"):  # layers, spaces may be empty
+        for name in ("pair_sets", "measures"):  # layers, spaces, class_names (no classes) may be empty
             if not getattr(self, name):
                 raise ValueError(f"Received: {name}=[] (empty); expected at least one name.")
         self.bins = check_int(self.bins, "bins")
