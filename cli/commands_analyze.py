@@ -20,6 +20,11 @@ then computes: class stiffness matrices for the train-train, train-val and val-v
 and cosine), within/between-class summaries, per-layer stiffness, stiffness vs distance in the
 input space and in each layer's representation space, and the critical length xi per space.
 
+Labels are given to the loss as stored: an .npz with one-hot y (keras.utils.to_categorical) suits a
+model compiled with categorical_crossentropy (recorded as labels: one-hot). --targets regression
+reads y of an .npz as regression targets (unchanged, no classes) and draws --probes random probes
+(and as many held-out ones): no class matrices, the mean stiffness over all pairs instead.
+
 Prints a table (default) or JSON (--format json: stdout carries only the JSON). --out writes the
 same one-row HDF5 run file the training callback writes (readable by kstiff inspect / plot).
 
@@ -32,6 +37,22 @@ dict; modules are imported from the current folder too), unless Keras already kn
 @click.command("analyze", help=ANALYZE_HELP, short_help="Stiffness of a saved Keras model.")
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=True))
 @data_options
+@click.option(
+    "--targets",
+    "target_kind",
+    type=click.Choice(["classes", "regression"]),
+    default="classes",
+    show_default=True,
+    help="What y of --data holds: class labels (ids or one-hot rows), or regression targets (.npz only).",
+)
+@click.option(
+    "--probes",
+    "n_probes",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="With --targets regression: training probes drawn at random (and as many held-out). Default: 200.",
+)
 @click.option(
     "--layers",
     default=None,
@@ -80,6 +101,8 @@ def analyze_command(
     per_class,
     val_per_class,
     seed,
+    target_kind,
+    n_probes,
     layers,
     metric,
     bins,
@@ -100,6 +123,22 @@ def analyze_command(
     )
     from keras_stiffness.validation import check_writable
 
+    regression = target_kind == "regression"
+    if n_probes is not None and not regression:
+        raise click.BadParameter(
+            "is for --targets regression; class probes are set with --per-class/--val-per-class.",
+            param_hint="'--probes'",
+        )
+    if regression and val_per_class is not None:
+        raise click.BadParameter(
+            "is for class labels; with --targets regression, --probes N sets both parts.",
+            param_hint="'--val-per-class'",
+        )
+    if regression and not str(data).lower().endswith(".npz"):
+        raise click.BadParameter(
+            f"regression needs --data FILE.npz (arrays x and y, y the targets); {data!r} is a classification dataset.",
+            param_hint="'--targets'",
+        )
     if out is not None:
         if os.path.exists(out) and not overwrite:
             raise click.BadParameter(
@@ -125,7 +164,7 @@ def analyze_command(
     from keras_stiffness.measure.adapters import as_adapter, model_input_shape, select_layers
     from keras_stiffness.measure.config import MeasureConfig
 
-    dataset = load_data(data, data_dir=data_dir, seed=seed)
+    dataset = load_data(data, data_dir=data_dir, seed=seed, targets=target_kind)
     dataset, note = check_model_fits(model, dataset)  # may reshape the inputs to the model's shape
     if note:
         click.echo(note, err=True)
@@ -134,7 +173,10 @@ def analyze_command(
     if layer_names is not None:
         with as_usage_error(ValueError, "'--layers'"):
             select_layers(adapter.layer_names(), layer_names)
-    probes = make_probes(dataset, per_class=per_class, val_per_class=val_per_class, seed=seed)
+    if regression:
+        probes = make_probes(dataset, n=n_probes, seed=seed)
+    else:
+        probes = make_probes(dataset, per_class=per_class, val_per_class=val_per_class, seed=seed)
     config = MeasureConfig(layers=layer_names if layer_names is not None else "all", metric=metric, bins=bins)
     m, gram, description = analyze(adapter, probes, config)
     if out is not None:
@@ -146,7 +188,7 @@ def analyze_command(
             description,
             config,
             overwrite=overwrite,
-            extra_config={"analyze": {"model_path": os.path.abspath(model_path), "data": data}},
+            extra_config={"analyze": {"model_path": os.path.abspath(model_path), "data": data, "targets": target_kind}},
         )
     result = analysis_result(
         m, probes, description, model_path=model_path, input_shape=model_input_shape(model), metric=metric, run_file=out

@@ -2,7 +2,8 @@
 
 The golden files in ``tests/golden/`` are what the real ``kstiff`` of commit d5c2f43 (before the
 refactor) printed for each case of ``tests/golden/make_golden.py``: ``inspect`` (table and JSON) of
-every run in ``saved_runs/``, ``plot`` of the mlp run and of the sweep (written paths and file names;
+the reference runs in ``saved_runs/`` and of a format-1 run file (``tests/data/run_format1.h5``), ``plot`` of
+the mlp run and of the sweep (written paths and file names;
 the figures' pixels were compared once, not here), the help texts, and the errors for bad input. This
 test runs the current CLI in-process on the same cases, normalizes the output the same way, and fails
 with a unified diff. No case trains: every ``train`` case is bad input that fails before training
@@ -76,7 +77,7 @@ def run_in_process(case, tmp: pathlib.Path, monkeypatch) -> str:
     return text
 
 
-#: Plot cases whose figures are built but not rendered here: rendering the sweep's 16 PNGs takes ~6-10 s,
+#: Plot cases whose figures are built but not rendered here: rendering the sweep's 76 PNGs takes over a minute,
 #: and the test pins the printed paths and written file names (the pixels of both plot cases were
 #: compared with the old code's once). plot-mlp still renders its 5 figures for real.
 UNRENDERED = {"plot-sweep"}

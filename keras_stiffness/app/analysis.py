@@ -283,6 +283,10 @@ def _load_failure(path: str, exc: BaseException, custom_objects: Dict[str, objec
 def check_model_fits(model, data) -> tuple:
     """Check that ``model`` accepts the data's inputs and has an output per class; reshape if needed.
 
+    For data loaded with ``targets="regression"`` there are no classes: the model's outputs must
+    hold as many values per example as the targets instead. For one-hot/soft labels
+    (``data.targets_train``), one output per column.
+
     When the model declares a fully known input shape that differs from the data's but holds the same
     number of values per example (a model trained on flat 64-vectors of the 8x8 digits, say), the
     inputs (training and held-out, hence the probes drawn from them) are reshaped to the model's
@@ -300,8 +304,8 @@ def check_model_fits(model, data) -> tuple:
 
     Raises:
         ValueError: "model expects inputs of shape X, data gives Y" (a different number of values per
-            example, or a shape with unknown sizes that does not match), or too few outputs for the
-            data's classes.
+            example, or a shape with unknown sizes that does not match), too few outputs for the
+            data's classes, or (regression) outputs that do not match the targets' size.
     """
     from keras_stiffness.measure.adapters import call_model, model_input_shape, shape_text
 
@@ -335,10 +339,26 @@ def check_model_fits(model, data) -> tuple:
         source=f"data {source!r}",
         fix="Pass --data with inputs the model was trained on.",
     )
+    targets = getattr(data, "targets_train", None)
+    if getattr(data, "target_kind", "classes") == "regression":  # no classes: the outputs must hold the targets
+        per_out, per_target = math.prod(out.shape[1:]), math.prod(targets.shape[1:])
+        if per_out != per_target:
+            raise ValueError(
+                f"Model {model.name!r} returns outputs of shape {shape_text(out.shape[1:])} per example, but "
+                f"data {source!r} has regression targets of shape {shape_text(targets.shape[1:])}; expected "
+                "as many outputs as target values. Pass --data with the model's targets."
+            )
+        return data, note
     if out.ndim != 2:
         raise ValueError(
             f"Model {model.name!r} returns outputs of shape {shape_text(out.shape[1:])} per example; "
-            "expected class scores of shape (n_classes,) for a classifier."
+            "expected class scores of shape (n_classes,) for a classifier (for regression targets pass "
+            "--targets regression)."
+        )
+    if targets is not None and out.shape[1] != targets.shape[1]:
+        raise ValueError(
+            f"Model {model.name!r} has {out.shape[1]} outputs, but data {source!r} has one-hot/soft labels "
+            f"with {targets.shape[1]} columns; expected one output per column. Pass --data with the model's classes."
         )
     if out.shape[1] < data.n_classes:
         raise ValueError(

@@ -272,23 +272,58 @@ def default_val_per_class(per_class: int, y_val: Optional[np.ndarray], n_classes
     return max(1, min(int(per_class), int(counts.min())))
 
 
-def make_probes(data, *, per_class: int = 50, val_per_class: Optional[int] = None, seed: int = 0):
+def make_probes(
+    data,
+    *,
+    per_class: int = 50,
+    val_per_class: Optional[int] = None,
+    seed: int = 0,
+    n: Optional[int] = None,
+    keep_targets: bool = True,
+):
     """The fixed probe set: ``per_class`` training and ``val_per_class`` held-out probes per class.
+
+    The loss gets the data's targets as given (one-hot/soft rows when ``data.targets_train`` holds
+    them, see :meth:`~keras_stiffness.data.probes.ProbeSet.from_splits`), unless ``keep_targets`` is
+    False. Data loaded with ``targets="regression"`` gives ``n`` training probes drawn at random
+    (default :data:`DEFAULT_REGRESSION_PROBES`) and as many held-out ones (capped at the held-out size).
 
     Args:
         data: A :class:`~keras_stiffness.data.sources.DataSplits`.
         per_class: Training probes per class.
         val_per_class: Held-out probes per class; None: :func:`default_val_per_class`.
         seed: Selection seed.
+        n: Training probes for regression data (None: :data:`DEFAULT_REGRESSION_PROBES`); must be
+            None for class data.
+        keep_targets: False: class ids for the loss even when the data holds one-hot rows (the
+            models of ``kstiff train`` use ``sparse_categorical_crossentropy``).
 
     Returns:
         A :class:`~keras_stiffness.data.probes.ProbeSet` whose ``source`` is the data's name.
+
+    Raises:
+        ValueError: ``n`` given for class data.
     """
     from keras_stiffness.data.probes import ProbeSet
 
+    if getattr(data, "target_kind", "classes") == "regression":
+        n = DEFAULT_REGRESSION_PROBES if n is None else n
+        val_n = None if data.y_val is None else max(1, min(int(n), len(data.y_val)))
+        return ProbeSet.from_splits(data, n=n, val_n=val_n, seed=seed)
+    if n is not None:
+        raise ValueError(
+            f"Received: n={n!r} for class data; expected per_class/val_per_class (n is the number of "
+            "probes for regression targets). Drop n, or load the data with targets='regression'."
+        )
     if val_per_class is None:
         val_per_class = default_val_per_class(per_class, data.y_val, data.n_classes)
-    return ProbeSet.from_splits(data, per_class=per_class, val_per_class=val_per_class, seed=seed)
+    return ProbeSet.from_splits(
+        data, per_class=per_class, val_per_class=val_per_class, seed=seed, keep_targets=keep_targets
+    )
+
+
+#: Training probes drawn for regression data when no number is given (``kstiff analyze --probes``).
+DEFAULT_REGRESSION_PROBES = 200
 
 
 def measurement_steps(epochs: int, steps_per_epoch: int, every_n_epochs: int, points_per_decade: int) -> List[int]:
@@ -406,7 +441,9 @@ def train_run(
     if data is None:
         data = load_data(config.data, data_dir=config.data_dir, seed=config.seed)
     if probes is None:
-        probes = make_probes(data, per_class=config.per_class, val_per_class=config.val_per_class, seed=config.seed)
+        probes = make_probes(  # the models built here use sparse_categorical_crossentropy: class ids
+            data, per_class=config.per_class, val_per_class=config.val_per_class, seed=config.seed, keep_targets=False
+        )
     keras.utils.set_random_seed(config.model_seed)  # initialization and shuffling; data and probes use config.seed
     model = build_model(config.arch, data.input_shape, data.n_classes, config.learning_rate)
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
@@ -527,7 +564,9 @@ def train_sweep(
     plans = plan_sweep(config, learning_rates, seeds, out)
     check_outputs([run_dir for _, run_dir in plans], overwrite=overwrite)
     data = load_data(config.data, data_dir=config.data_dir, seed=config.seed)
-    probes = make_probes(data, per_class=config.per_class, val_per_class=config.val_per_class, seed=config.seed)
+    probes = make_probes(
+        data, per_class=config.per_class, val_per_class=config.val_per_class, seed=config.seed, keep_targets=False
+    )
     summaries = []
     for c, run_dir in plans:
         if progress is not None:

@@ -312,21 +312,53 @@ class ProbeSet:
 
     @classmethod
     def from_splits(
-        cls, data, *, per_class: int = 50, val_per_class: Optional[int] = None, seed: int = 0
+        cls,
+        data,
+        *,
+        per_class: int = 50,
+        val_per_class: Optional[int] = None,
+        seed: int = 0,
+        n: Optional[int] = None,
+        val_n: Optional[int] = None,
+        keep_targets: bool = True,
     ) -> "ProbeSet":
         """Build a probe set from loaded :class:`~keras_stiffness.data.sources.DataSplits` (train and held out).
+
+        The loss gets the data's targets as given: one-hot or soft rows when the data carries them
+        (``data.targets_train``; :attr:`label_kind` ``"one-hot"``/``"soft"``), else the class ids.
+        Data loaded with ``targets="regression"`` gives ``targets="regression"`` probes: ``n`` training
+        and ``val_n`` held-out probes at random (``n`` required; ``per_class``/``val_per_class`` unused).
+
+        Args:
+            keep_targets: False: class ids for the loss even when the data carries one-hot/soft rows
+                (models compiled with ``sparse_categorical_crossentropy``, as ``kstiff train`` builds).
 
         Example:
             >>> from keras_stiffness.data.sources import load_data
             >>> ProbeSet.from_splits(load_data("digits"), per_class=5).n_train
             50
         """
+        if getattr(data, "target_kind", "classes") == "regression":
+            probes = cls(
+                data.x_train,
+                data.targets_train,
+                x_val=data.x_val,
+                y_val=data.targets_val,
+                seed=seed,
+                targets="regression",
+                n=n,
+                val_n=val_n,
+            )
+            probes.source = data.name
+            return probes
+        t_train = getattr(data, "targets_train", None) if keep_targets else None
+        t_val = getattr(data, "targets_val", None) if keep_targets else None
         probes = cls(
             data.x_train,
-            data.y_train,
+            data.y_train if t_train is None else t_train,
             per_class=per_class,
             x_val=data.x_val,
-            y_val=data.y_val,
+            y_val=data.y_val if t_val is None else t_val,
             val_per_class=val_per_class,
             class_names=data.class_names,
             n_classes=data.n_classes,

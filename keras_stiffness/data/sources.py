@@ -38,9 +38,9 @@ from keras_stiffness.validation import (
     CHUNK_VALUES,
     check_finite,
     check_fraction,
-    check_labels,
     check_optional_int,
     check_seed,
+    check_targets,
 )
 
 
@@ -110,7 +110,19 @@ class DataSplits:
         y_val: Held-out labels, or None.
         class_names: One name per class.
         input_shape: ``x_train.shape[1:]`` (several inputs: ``{NAME: shape}``).
-        n_classes: Number of classes (``len(class_names)``).
+        n_classes: Number of classes (``len(class_names)``; 0 for regression targets).
+        targets_train: What the loss is given when it is not the class ids ``y_train``, else None:
+            the ``.npz``'s one-hot or soft rows ``(N, C)`` as stored (float32; ``y_train`` is then
+            their argmax), or, with ``target_kind="regression"``, the float32 regression targets
+            ``(N, ...)`` unchanged (``y_train`` is then all -1, no classes).
+        targets_val: The same for the held-out part, or None.
+        target_kind: ``"classes"`` (default) or ``"regression"`` (no classes: ``class_names`` empty,
+            ``n_classes`` 0).
+
+    Design note: the class ids stay in ``y_train``/``y_val`` for every source, so everything that
+    groups by class (stratified carving, ``kstiff train``) is unchanged; the targets as given ride
+    along in the optional ``targets_*`` fields, sliced with the same rows, and
+    :meth:`~keras_stiffness.data.probes.ProbeSet.from_splits` hands them to the loss.
 
     Example:
         >>> data = load_data("digits", seed=0)
@@ -126,6 +138,9 @@ class DataSplits:
     class_names: list[str]
     input_shape: tuple
     n_classes: int
+    targets_train: Optional[np.ndarray] = None
+    targets_val: Optional[np.ndarray] = None
+    target_kind: str = "classes"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,8 +222,9 @@ def load_data(
     seed: int = 0,
     val_fraction: float = 0.2,
     max_train: Optional[int] = None,
+    targets: str = "classes",
 ) -> DataSplits:
-    """Load a classification dataset as standardized float32 arrays.
+    """Load a classification (or, from an ``.npz``, regression) dataset as standardized float32 arrays.
 
     Held-out split: ``digits`` carves a class-stratified, seeded ``val_fraction`` of the 1,797 images;
     the presets and TFDS use the ``test`` split when the dataset has one (all four presets do; else
@@ -218,7 +234,9 @@ def load_data(
     within train and within val.
 
     Labels may be integers ``0..C-1`` (shape ``(N,)`` or ``(N, 1)``), integer-valued floats, or
-    one-hot rows of shape ``(N, C)``, which are turned into integers by argmax.
+    one-hot (or soft) rows of shape ``(N, C)``, which are turned into integers by argmax for grouping
+    and kept as given in :attr:`DataSplits.targets_train` / ``targets_val`` (``.npz`` sources), so a
+    model compiled with ``categorical_crossentropy`` gets its one-hot targets.
 
     Args:
         source: ``"digits"``, a preset (``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"cifar100"``;
@@ -233,6 +251,10 @@ def load_data(
         max_train: Cap on the number of training examples. ``digits`` and ``.npz`` take a seeded,
             class-stratified subset; presets and TFDS read only the first ``max_train`` examples of
             their split (a bit more when they must also carve the held-out part from it).
+        targets: ``"classes"`` (default): ``y`` holds class labels. ``"regression"`` (``.npz`` only):
+            ``y``/``y_val`` are finite numeric regression targets ``(N, ...)``, loaded unchanged as
+            float32 into ``targets_train``/``targets_val`` without any class check; there are no
+            classes (``n_classes`` 0, ``y_train`` all -1) and carving/``max_train`` pick at random.
 
     Returns:
         A :class:`DataSplits`.
@@ -252,6 +274,14 @@ def load_data(
         True
     """
     kind, name, split = parse_source(source)
+    if targets not in ("classes", "regression"):
+        raise ValueError(f"Received: targets={targets!r}; expected 'classes' or 'regression'.")
+    regression = targets == "regression"
+    if regression and kind != "npz":
+        raise ValueError(
+            f"Received: targets='regression' with source {source!r}; expected an '.npz' file (the other "
+            "sources are classification datasets). Save the inputs and targets with np.savez(path, x=..., y=...)."
+        )
     seed = check_seed(seed)
     val_fraction = check_fraction(
         val_fraction, "val_fraction", fix="0 carves no held-out split; pass e.g. val_fraction=0.2."
@@ -259,10 +289,11 @@ def load_data(
     max_train = check_optional_int(max_train, "max_train", fix="Pass None for all examples.")
     rng = np.random.default_rng(seed)
 
+    t = t_val = None  # targets as given for the loss (npz only), sliced like y
     if kind == "digits":
         x, y, x_val, y_val, class_names = _load_digits()
     elif kind == "npz":
-        x, y, x_val, y_val, class_names = _load_npz(name)
+        x, y, x_val, y_val, class_names, t, t_val = _load_npz(name, regression=regression)
     elif kind == "preset":
         x, y, x_val, y_val, class_names = read_preset(
             name, data_dir=data_dir, val_fraction=val_fraction, max_train=max_train
@@ -279,12 +310,18 @@ def load_data(
             train_mask = np.ones(len(y), dtype=bool)
             train_mask[val_idx] = False
             x, y, x_val, y_val = nested.take(x, train_mask), y[train_mask], nested.take(x, val_idx), y[val_idx]
+            if t is not None:
+                t, t_val = t[train_mask], t[val_idx]
     if max_train is not None and len(y) > max_train:
         keep = np.arange(max_train) if kind in ("tfds", "preset") else stratified_pick(y, max_train, rng)
         x, y = nested.take(x, keep), y[keep]
+        if t is not None:
+            t = t[keep]
 
     n_classes = len(class_names)
     for arr, label in ((y, "y"), (y_val, "y_val")):
+        if regression:
+            break
         if arr is not None and arr.size and (arr.min() < 0 or arr.max() >= n_classes):
             raise ValueError(
                 f"Received: {label} with labels in [{arr.min()}, {arr.max()}] from {source!r}; "
@@ -309,6 +346,9 @@ def load_data(
         class_names=list(class_names),
         input_shape=nested.feature_shapes(x),
         n_classes=n_classes,
+        targets_train=t,
+        targets_val=t_val,
+        target_kind=targets,
     )
 
 
@@ -480,8 +520,13 @@ def _load_digits():
     return x, y, None, None, [str(int(c)) for c in digits.target_names]
 
 
-def _load_npz(path: str):
-    """``(x, y, x_val, y_val, class_names)`` from an ``.npz`` archive.
+def _load_npz(path: str, regression: bool = False) -> tuple:
+    """``(x, y, x_val, y_val, class_names, targets, val_targets)`` from an ``.npz`` archive.
+
+    ``targets``/``val_targets`` are the labels as given when they are one-hot or soft rows (float32;
+    ``y``/``y_val`` are then their argmax), else None. With ``regression``, ``y``/``y_val`` are any
+    finite numeric targets: ``targets``/``val_targets`` hold them as float32, ``y``/``y_val`` are all
+    -1, and ``class_names`` is empty (an archive with a ``class_names`` array is refused).
 
     One input: arrays ``x`` and ``y``, optionally ``x_val`` with ``y_val``, and ``class_names``.
 
@@ -532,8 +577,9 @@ def _load_npz(path: str):
         else:
             x = npz["x"]
             x_val = npz["x_val"] if "x_val" in found else None
-        y = check_labels(npz["y"], "y")
-        y_val = check_labels(npz["y_val"], "y_val") if "y_val" in found else None
+        read_y = _regression_targets if regression else _class_targets
+        y, t = read_y(npz["y"], "y")
+        y_val, t_val = read_y(npz["y_val"], "y_val") if "y_val" in found else (None, None)
         names = [str(s) for s in npz["class_names"].ravel()] if "class_names" in found else None
     for label, leaf in nested.leaves_with_paths(x, "x"):
         _check_pair(leaf, y, label, "y", path)
@@ -549,10 +595,51 @@ def _load_npz(path: str):
                     f"Received: {path!r} with {label.replace('x_val', 'x', 1)} of shape {train_leaf.shape} "
                     f"and {label} of shape {leaf.shape}; expected the same feature shape. Save matching arrays."
                 )
+    if regression:
+        if names is not None:
+            raise ValueError(
+                f"Received: {path!r} with a 'class_names' array and targets='regression'; expected no class "
+                "names for regression targets. Drop 'class_names', or load class labels (targets='classes')."
+            )
+        if t_val is not None and t_val.shape[1:] != t.shape[1:]:
+            raise ValueError(
+                f"Received: {path!r} with y of shape {t.shape} and y_val of shape {t_val.shape}; expected "
+                "regression targets of the same shape per example. Save matching arrays."
+            )
+        return x, y, x_val, y_val, [], t, t_val
+    widths = {a.shape[1] for a in (t, t_val) if a is not None}
+    if len(widths) > 1:
+        raise ValueError(
+            f"Received: {path!r} with one-hot/soft y and y_val of different widths {sorted(widths)}; expected "
+            "rows of the same width (one column per class). Save matching arrays."
+        )
     if names is None:
         top = max(int(y.max()), int(y_val.max()) if y_val is not None and y_val.size else -1)
-        names = [str(i) for i in range(top + 1)]
-    return x, y, x_val, y_val, names
+        names = [str(i) for i in range(max(top + 1, *widths, 0))]
+    elif widths and widths != {len(names)}:
+        raise ValueError(
+            f"Received: {path!r} with {len(names)} class names and one-hot/soft labels of width "
+            f"{widths.pop()}; expected one column per class. Fix the labels or the class_names array."
+        )
+    return x, y, x_val, y_val, names, t, t_val
+
+
+def _class_targets(y, name: str) -> tuple:
+    try:
+        return check_targets(y, name)
+    except ValueError as exc:
+        if np.issubdtype(np.asarray(y).dtype, np.floating):
+            raise ValueError(
+                f"{exc} If {name} holds regression (non-class) targets, load them with targets='regression' "
+                "(kstiff analyze --targets regression)."
+            ) from exc
+        raise
+
+
+def _regression_targets(y, name: str) -> tuple:
+    from keras_stiffness.data.selection import check_regression_targets
+
+    return check_regression_targets(y, name)
 
 
 def _check_pair(x, y, xname, yname, path):

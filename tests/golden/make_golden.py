@@ -5,8 +5,9 @@ The files ``tests/golden/*.txt`` were generated from the code BEFORE the subpack
 real command (``python -m keras_stiffness.cli.main ARGS``, what the ``kstiff`` script runs) in a
 subprocess, once per case. They pin what a user sees: stdout, stderr and the exit code, for
 
-* ``kstiff inspect RUN.h5`` and ``--format json`` on every run file in ``saved_runs/``;
-* ``kstiff plot`` of the mlp run and of the three sweep runs (the written paths; figures go to a
+* ``kstiff inspect RUN.h5`` and ``--format json`` on the run files of ``RUNS`` (reference runs in
+  ``saved_runs/`` and the format-1 fixture ``tests/data/run_format1.h5``);
+* ``kstiff plot`` of the mlp run and of the 15 sweep runs (the written paths; figures go to a
   temporary folder, never into ``saved_runs/``);
 * the help texts, ``--version``, and the errors for bad input (missing or wrong files, bad options,
   a saved model that does not fit) of every command; none of the ``train`` cases trains.
@@ -21,6 +22,12 @@ Regenerate (only when a change of behaviour is intended, or to check old against
     git worktree add /tmp/old d5c2f43               # the code before the refactor
     ln -s ../cli /tmp/old/keras_stiffness/cli       # the CLI package as setup.py installs it
     .venv/bin/python tests/golden/make_golden.py --code /tmp/old
+
+When ``saved_runs/`` was regenerated (issue 10: runs of format version 2, the sweep with 3 seeds), the
+cases reading it (``inspect-mlp*``, ``inspect-cnn*``, ``inspect-resnet20*``, ``inspect-sweep-*``,
+``plot-mlp``, ``plot-sweep``, ``plot-bad-match``)
+and ``inspect-format1*`` (the old v1 run, moved to ``tests/data/``) were regenerated with the work tree's
+code (``--only CASE``); the other cases are still the old code's output.
 
 ``--code DIR`` puts DIR first on PYTHONPATH (the script checks that ``keras_stiffness`` is then
 imported from DIR); without it, the installed package (this work tree) is used. ``--out DIR`` writes
@@ -44,14 +51,20 @@ from typing import Dict, List, Optional, Sequence, Tuple
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
+#: The runs ``inspect`` is pinned on: the reference runs of ``saved_runs/`` (format version 2; of the
+#: sweep's 15 runs the lowest and the highest learning rate) and ``tests/data/run_format1.h5``, a run
+#: file of format version 1 (the old ``saved_runs/sweep/mlp-digits-lr0.001/run.h5``).
 RUNS: Dict[str, str] = {
     "mlp": "saved_runs/mlp-digits-lr0.001/run.h5",
     "cnn": "saved_runs/cnn-digits-lr0.001/run.h5",
-    "sweep-lr0.0001": "saved_runs/sweep/mlp-digits-lr0.0001/run.h5",
-    "sweep-lr0.0003": "saved_runs/sweep/mlp-digits-lr0.0003/run.h5",
-    "sweep-lr0.001": "saved_runs/sweep/mlp-digits-lr0.001/run.h5",
+    "resnet20": "saved_runs/resnet20-digits-lr0.001/run.h5",
+    "sweep-lr0.0001-seed0": "saved_runs/sweep/mlp-digits-lr0.0001-seed0/run.h5",
+    "sweep-lr0.01-seed2": "saved_runs/sweep/mlp-digits-lr0.01-seed2/run.h5",
+    "format1": "tests/data/run_format1.h5",
 }
-SWEEP = [f"{{repo}}/{RUNS[k]}" for k in ("sweep-lr0.0001", "sweep-lr0.0003", "sweep-lr0.001")]
+#: The whole sweep of saved_runs/sweep: 5 learning rates x 3 seeds.
+SWEEP_LRS = ("0.0001", "0.0003", "0.001", "0.003", "0.01")
+SWEEP = [f"{{repo}}/saved_runs/sweep/mlp-digits-lr{lr}-seed{seed}/run.h5" for lr in SWEEP_LRS for seed in (0, 1, 2)]
 MLP = f"{{repo}}/{RUNS['mlp']}"
 
 #: Environment of every case: a fixed terminal width for the help texts, no debug tracebacks, and
