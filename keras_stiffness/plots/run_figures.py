@@ -348,8 +348,8 @@ def distance_figure(data: RunData, measure: str):
         occupied = np.concatenate(edges) if edges else np.zeros(0)
         ax_n.set_xlim(0.0, float(occupied.max()) if occupied.size else 2.0)
     fig.suptitle(
-        f"{data.name}: stiffness vs distance, {MEASURE_NAMES[measure]}\n"
-        f"bins with fewer than {data.min_count} pairs left out"
+        f"{data.name}: stiffness vs distance\n"
+        f"{MEASURE_NAMES[measure]}; bins with fewer than {data.min_count} pairs left out"
     )
     return fig
 
@@ -387,7 +387,8 @@ def critical_length_figure(data: RunData, measure: str):
     if beyond:
         kinds.append(beyond_handle(data.dist_top))
     fig.legend(handles=kinds, loc="outside right lower", title="ξ estimator")
-    fig.suptitle(f"{data.name}: critical length along training, {MEASURE_NAMES[measure]} (gaps: ξ undefined)")
+    # Two lines: a one-line title this long runs under the legend column of a model with many layers.
+    fig.suptitle(f"{data.name}: critical length along training\n{MEASURE_NAMES[measure]} (gaps: ξ undefined)")
     return fig
 
 
@@ -410,11 +411,12 @@ def layer_figure(data: RunData, measure: str):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"{MEASURE_NAMES[measure]} of the layer's own weights")
     handles = axes[0].get_legend_handles_labels()[0]
+    many = len(handles) > 20  # a deep model: the legend goes below, in columns, clear of the title
     fig.legend(
         handles=handles,
-        loc="outside right upper",
+        loc="outside lower center" if many else "outside right upper",
         title="layer (input → output)",
-        ncol=1 if len(handles) <= 20 else 2,
+        ncol=4 if many else 1,
         fontsize=8 if len(handles) > 12 else 9,
     )
     fig.suptitle(f"{data.name}: per-layer stiffness along training")
