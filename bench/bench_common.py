@@ -26,6 +26,21 @@ def peak_rss_kib() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+def token_probes(n: int, length: int, vocab: int, classes: int, seed: int):
+    """``n`` random token sequences of ``length`` ids below ``vocab``, and random labels below ``classes``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, vocab, (n, length)).astype(np.int32), rng.integers(0, classes, n)
+
+
+def logits_loss():
+    """Sparse categorical cross-entropy on logits (the probes' models end in a linear head)."""
+    import keras
+
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
 def median_time(fn, repeats: int):
     """Median wall and CPU time of ``repeats`` calls after one warm-up, and the last result.
 

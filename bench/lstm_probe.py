@@ -24,7 +24,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import bench_common  # noqa: E402
-import numpy as np
 
 VOCAB, WIDTH, UNITS, CLASSES = 2000, 64, 64, 4
 T, N, REPEATS, SEED = 32, 256, 3, 0
@@ -50,14 +49,10 @@ def build_model():
 
 def probes():
     """``N`` token sequences of length ``T`` and their labels."""
-    rng = np.random.default_rng(SEED)
-    return rng.integers(0, VOCAB, (N, T)).astype(np.int32), rng.integers(0, CLASSES, N)
+    return bench_common.token_probes(N, T, VOCAB, CLASSES, SEED)
 
 
-def loss_fn():
-    import keras
-
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+loss_fn = bench_common.logits_loss
 
 
 def median_time(fn, repeats=REPEATS):

@@ -56,14 +56,10 @@ def build_model():
 
 def probes():
     """``N`` token sequences of length ``T`` and their labels."""
-    rng = np.random.default_rng(SEED)
-    return rng.integers(0, VOCAB, (N, T)).astype(np.int32), rng.integers(0, CLASSES, N)
+    return bench_common.token_probes(N, T, VOCAB, CLASSES, SEED)
 
 
-def loss_fn():
-    import keras
-
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+loss_fn = bench_common.logits_loss
 
 
 def median_time(fn, repeats=REPEATS):
