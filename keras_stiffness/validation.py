@@ -411,3 +411,53 @@ def check_names(values, name: str) -> Tuple[str, ...]:
     if isinstance(values, str) or not all(isinstance(v, str) for v in values):
         raise TypeError(f"Received: {name}={values!r}; expected a sequence of str.")
     return tuple(values)
+
+
+#: Byte units a memory budget may be written in (binary and decimal).
+_BYTE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+#: The smallest budget a measurement accepts: below it the blocks would be a handful of probes.
+MIN_MEMORY_BUDGET = 2**24
+
+
+def check_memory_budget(value, name: str = "memory_budget") -> int:
+    """A memory budget in bytes: a positive integer, or a string such as ``"2GiB"``, ``"512 MB"``, ``"1.5GiB"``.
+
+    Raises:
+        TypeError: Not an integer or a string.
+        ValueError: An unknown unit, or less than 16 MiB.
+
+    Example:
+        >>> check_memory_budget("2GiB"), check_memory_budget("1.5 GB"), check_memory_budget(2**30)
+        (2147483648, 1500000000, 1073741824)
+    """
+    if isinstance(value, str):
+        import re
+
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", value)
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in _BYTE_UNITS:
+            raise ValueError(
+                f"Received: {name}={value!r}; expected bytes as an integer or a number with a unit "
+                "among B, KB, MB, GB, KiB, MiB, GiB (e.g. '2GiB' or '500MB')."
+            )
+        size = int(float(match.group(1)) * _BYTE_UNITS[unit])
+    elif isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        size = int(value)
+    else:
+        raise TypeError(f"Received: {name}={value!r}; expected bytes as an integer or a string such as '2GiB'.")
+    if size < MIN_MEMORY_BUDGET:
+        raise ValueError(
+            f"Received: {name}={value!r} ({size} bytes); expected at least 16MiB. Fix: pass e.g. '2GiB'."
+        )
+    return size

@@ -92,7 +92,7 @@ def test_factorized_and_materialized_routes_agree(shape):
     expected = j @ j.T
     for route in ("factorized", "materialized", None):
         for precision in ("float32", "float64"):
-            got = shared_positions_gram(a, d, route=route, precision=precision)
+            got = shared_positions_gram(a, d, route=route, products=precision)
             assert relative_error(got, expected) < (1e-6 if precision == "float32" else 1e-12), (route, precision)
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import enum
 import warnings
 import weakref
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -188,6 +188,195 @@ class _SharedKey:
 _WARNED_SHARED = _SharedKey()
 
 
+@dataclasses.dataclass
+class BlockCapture:
+    """One block of probes, captured: the rules' inputs per layer and the per-example losses."""
+
+    lo: int
+    hi: int
+    captures: Optional[Dict[str, Any]]
+    losses: Optional[np.ndarray]
+
+
+class Prepared:
+    """A checked model, probes and loss, ready for Gram blocks (what ``gradient_gram`` checks once).
+
+    Attributes:
+        layer_names: Per-layer block names in forward order (shared variables last).
+        rules: Layer name → how its block is computed.
+        method: The method used (``"structured"`` or ``"jacobian"``).
+        probe_bytes: Bytes one probe's capture holds (sets the block size under a budget).
+        n: Number of probes.
+    """
+
+    def __init__(self, model, x, y, *, loss=None, method="auto", chunk_size=None, precision="float32") -> None:
+        from keras_stiffness import nested
+        from keras_stiffness.engine.capture import capture, capture_bytes
+        from keras_stiffness.engine.losses import check_labels, resolve_loss
+
+        method = parse_method(method)
+        check_choice(precision, "precision", PRECISIONS)
+        check_model(model)
+        x, y = check_probes(x, y)
+        self.per_example_loss, self.loss_name = resolve_loss(model, loss)
+        self.model, self.precision = model, precision
+        self.x, self.y = cast_to_model_dtype(model, x), y
+        self.n = nested.n_rows(self.x)
+        self.chunk_size = chunk_size or CAPTURE_CHUNK
+        out_shape = tuple(np.asarray(model(nested.cut(self.x, 0, 2), training=False)).shape)
+        check_labels(y, out_shape, self.loss_name)
+        self.units = model_units(model)
+        if method is Method.AUTO:
+            method = Method.JACOBIAN if all(u.rule is None for u in self.units) else Method.STRUCTURED
+        self.method = method.value
+        if method is Method.JACOBIAN:
+            self.layer_names = [u.name for u in self.units]
+            self.rules = {u.name: "jacobian" for u in self.units}
+            self.probe_bytes = sum(leaf[:1].nbytes for leaf in nested.leaves(self.x)) + 8
+            self._layered, self._shared = [], []
+            return
+        sample, _, _ = capture(
+            model, self.units, nested.cut(self.x, 0, 2), y[:2], self.per_example_loss, chunk_size=2, precision=precision
+        )
+        self.probe_bytes = max(1, capture_bytes(sample) // 2)
+        self._layered = _forward_order([u for u in self.units if u.layer is not None], sample)
+        self._shared = [u for u in self.units if u.layer is None]
+        self.layer_names = [u.name for u in self._layered + self._shared]
+        self.rules = {
+            u.name: (u.rule_name if u.layer is not None else "jacobian") for u in self._layered + self._shared
+        }
+
+    def capture_block(self, lo: int, hi: int) -> BlockCapture:
+        """The capture pass over probes ``lo:hi`` (nothing to capture on the jacobian route)."""
+        from keras_stiffness import nested
+        from keras_stiffness.engine.capture import capture
+
+        if self.method == Method.JACOBIAN.value:
+            return BlockCapture(lo, hi, None, None)
+        captures, losses, _ = capture(
+            self.model,
+            self.units,
+            nested.cut(self.x, lo, hi),
+            self.y[lo:hi],
+            self.per_example_loss,
+            chunk_size=self.chunk_size,
+            precision=self.precision,
+        )
+        return BlockCapture(lo, hi, captures, losses)
+
+    def _stacked_probes(self, first: BlockCapture, second: BlockCapture) -> tuple:
+        from keras_stiffness import nested
+
+        if first is second:
+            return nested.cut(self.x, first.lo, first.hi), self.y[first.lo : first.hi], None
+        x = nested.concat([nested.cut(self.x, first.lo, first.hi), nested.cut(self.x, second.lo, second.hi)])
+        y = np.concatenate([self.y[first.lo : first.hi], self.y[second.lo : second.hi]])
+        return x, y, first.hi - first.lo
+
+    def pair_grams(self, first: BlockCapture, second: BlockCapture, block_elements: int) -> Dict[str, np.ndarray]:
+        """Per-layer Gram blocks between two captured blocks (the diagonal block when they are one).
+
+        On the jacobian route a diagonal block also fills ``first.losses``.
+        """
+        from keras_stiffness.engine.capture import stack_captures
+        from keras_stiffness.engine.fallback import layer_fallback_gram, model_jacobian_grams
+
+        shape = (first.hi - first.lo, second.hi - second.lo)
+        if self.method == Method.JACOBIAN.value:
+            x, y, split = self._stacked_probes(first, second)
+            grams, losses = model_jacobian_grams(self.model, self.units, x, y, self.per_example_loss, split=split)
+            if split is None:
+                first.losses = losses
+            return {name: grams[name] for name in self.layer_names}
+        out: Dict[str, np.ndarray] = {}
+        for unit in self._layered:
+            captured = first.captures.get(unit.name)
+            if captured is None:  # the layer was never called: its weights get no gradient
+                out[unit.name] = np.zeros(shape)
+                continue
+            if second is not first:
+                captured = stack_captures(captured, second.captures[unit.name])
+            captured.block_elements = block_elements
+            if unit.rule is None:
+                _warn_fallback(unit)
+                out[unit.name] = _sum(layer_fallback_gram(unit, captured), shape)
+            else:
+                out[unit.name] = _sum(trainable_blocks(unit, unit.rule.gram(unit.layer, captured)), shape)
+        if self._shared:  # tied weights: the exact per-example jacobian of the whole loss, those variables only
+            for unit in self._shared:
+                _warn_fallback(unit)
+            x, y, split = self._stacked_probes(first, second)
+            grams, _ = model_jacobian_grams(self.model, self._shared, x, y, self.per_example_loss, split=split)
+            for unit in self._shared:
+                out[unit.name] = grams[unit.name]
+        return out
+
+
+def gram_blocks(
+    model,
+    x,
+    y,
+    *,
+    loss=None,
+    method: str = "auto",
+    memory_budget=None,
+    block_size: Optional[int] = None,
+    chunk_size: Optional[int] = None,
+    precision: str = "float32",
+    worker: int = 0,
+    workers: int = 1,
+    devices: Sequence[str] = (),
+    progress: Optional[Callable[[int, int], None]] = None,
+    extra_probe_bytes: int = 0,
+    extra_blocks: int = 0,
+):
+    """The exact Gram matrix of per-example loss gradients as a stream of blocks, in bounded memory.
+
+    The same checks, rules and results as :func:`gradient_gram`, but the ``(N, N)`` matrix is never
+    formed: call ``.norms()`` for every probe's loss and squared gradient norm (total and per layer),
+    then iterate for the blocks ``(I, J)``, ``I <= J`` (the matrix is symmetric), diagonal ones first.
+
+    Args:
+        model, x, y, loss, method, chunk_size, precision: As for :func:`gradient_gram`.
+        memory_budget: Bytes (or ``"2GiB"``) for captures, products and the caller's per-block work;
+            None: ``min(2 GiB, memory / 4)``.
+        block_size: Probes per block instead of the size the budget allows.
+        worker, workers: Form only this worker's share of the block pairs (pair ``p`` goes to worker
+            ``p mod workers``).
+        devices: Spread the pairs over these devices (e.g. a MirroredStrategy's replicas).
+        progress: Called as ``progress(done, total)`` after every block formed.
+        extra_probe_bytes, extra_blocks: What the caller holds per probe of a block and per pair (in
+            ``(b, b)`` float64 blocks), counted in the budget.
+
+    Returns:
+        A :class:`~keras_stiffness.engine.blocks.GramBlocks` with ``.plan``, ``.layers``, ``.rules``.
+
+    Example:
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax", name="out")])
+        >>> model.compile(loss="sparse_categorical_crossentropy")
+        >>> x_probe = np.random.default_rng(0).normal(size=(5, 3)).astype("float32")
+        >>> blocks = gram_blocks(model, x_probe, np.array([0, 1, 0, 1, 0]), block_size=2)
+        >>> norms = blocks.norms()
+        >>> [(b.i, b.j, b.total.shape) for b in blocks][:4]
+        [(0, 0, (2, 2)), (1, 1, (2, 2)), (2, 2, (1, 1)), (0, 1, (2, 2))]
+    """
+    from keras_stiffness.engine.blocks import GramBlocks, plan_blocks
+
+    setup = Prepared(model, x, y, loss=loss, method=method, chunk_size=chunk_size, precision=precision)
+    plan = plan_blocks(
+        setup.n,
+        probe_bytes=setup.probe_bytes + int(extra_probe_bytes),
+        layers=len(setup.layer_names),
+        memory_budget=memory_budget,
+        block_size=block_size,
+        worker=worker,
+        workers=workers,
+        extra_blocks=extra_blocks,
+    )
+    return GramBlocks(setup, plan, devices=devices, progress=progress)
+
+
 def gradient_gram(
     model,
     x,
@@ -197,11 +386,15 @@ def gradient_gram(
     method: str = "auto",
     chunk_size: Optional[int] = None,
     precision: str = "float32",
+    memory_budget=None,
+    block_size: Optional[int] = None,
 ) -> GramResult:
     """Exact Gram matrix ``G_ij = g_i · g_j`` of per-example loss gradients over all trainable weights.
 
     Inference mode always (dropout off, BatchNormalization on its moving statistics); regularization
     losses are excluded. Nothing in the model changes: weights, optimizer and statistics are untouched.
+    The whole matrix is returned; for large ``N`` use :func:`gram_blocks` (or a measurement), which
+    never forms it.
 
     Args:
         model: A built Keras model (Sequential, functional or subclassed), single output.
@@ -215,6 +408,9 @@ def gradient_gram(
         precision: ``"float32"`` (default): the structured rules' Gram products are TensorFlow float32
             ops where the model runs, accumulated in float64 across blocks and layers; ``"float64"``:
             float64 throughout. Float64 models always get float64. The jacobian reference is float64.
+        memory_budget: Bytes (or ``"2GiB"``) for the work besides the result; the matrix is formed in
+            blocks that fit (default ``min(2 GiB, memory / 4)``).
+        block_size: Probes per block instead of the size the budget allows.
 
     Returns:
         A :class:`GramResult`.
@@ -234,65 +430,28 @@ def gradient_gram(
         >>> result.total.shape, sorted(result.per_layer), result.rules["out"]
         ((6, 6), ['hidden', 'out'], 'dense')
     """
-    from keras_stiffness import nested
-    from keras_stiffness.engine.losses import check_labels, resolve_loss
+    from keras_stiffness.engine.blocks import GramBlocks, plan_blocks
 
-    method = parse_method(method)
-    check_choice(precision, "precision", PRECISIONS)
-    check_model(model)
-    x, y = check_probes(x, y)
-    per_example_loss, loss_name = resolve_loss(model, loss)
-    x = cast_to_model_dtype(model, x)
-    n = nested.n_rows(x)
-    out_shape = tuple(np.asarray(model(nested.cut(x, 0, 2), training=False)).shape)
-    check_labels(y, out_shape, loss_name)
-    units = model_units(model)
-    method_used = method
-    if method is Method.AUTO:
-        method_used = Method.JACOBIAN if all(u.rule is None for u in units) else Method.STRUCTURED
-    if method_used is Method.JACOBIAN:
-        from keras_stiffness.engine.fallback import model_jacobian_grams
-
-        per_layer, losses = model_jacobian_grams(model, units, x, y, per_example_loss)
-        rules = {u.name: "jacobian" for u in units}
-    else:
-        per_layer, losses, rules = _structured(model, units, x, y, per_example_loss, chunk_size, precision)
-    check_losses(losses, loss_name)
-    total = total_of(per_layer, n)
-    return GramResult(total=total, per_layer=per_layer, rules=rules, method=method_used.value, losses=losses)
-
-
-def _structured(model, units, x, y, per_example_loss, chunk_size, precision="float32") -> tuple:
-    from keras_stiffness.engine.capture import capture
-    from keras_stiffness.engine.fallback import layer_fallback_gram
-
-    captures, losses, _ = capture(
-        model, units, x, y, per_example_loss, chunk_size=chunk_size or CAPTURE_CHUNK, precision=precision
+    setup = Prepared(model, x, y, loss=loss, method=method, chunk_size=chunk_size, precision=precision)
+    n = setup.n
+    plan = plan_blocks(
+        n,
+        probe_bytes=setup.probe_bytes,
+        layers=len(setup.layer_names),
+        memory_budget=memory_budget,
+        block_size=block_size,
     )
-    n = len(y)
-    per_layer: Dict[str, np.ndarray] = {}
-    rules: Dict[str, str] = {}
-    shared = [u for u in units if u.layer is None]
-    for unit in _forward_order([u for u in units if u.layer is not None], captures):
-        captured = captures.get(unit.name)
-        if captured is None:  # the layer was never called: its weights get no gradient
-            per_layer[unit.name] = np.zeros((n, n))
-        elif unit.rule is None:
-            _warn_fallback(unit)
-            per_layer[unit.name] = _sum(layer_fallback_gram(unit, captured), n)
-        else:
-            per_layer[unit.name] = _sum(trainable_blocks(unit, unit.rule.gram(unit.layer, captured)), n)
-        rules[unit.name] = unit.rule_name
-    if shared:  # tied weights: the exact per-example jacobian of the whole loss, those variables only
-        from keras_stiffness.engine.fallback import model_jacobian_grams
-
-        for unit in shared:
-            _warn_fallback(unit)
-        grams, _ = model_jacobian_grams(model, shared, x, y, per_example_loss)
-        for unit in shared:
-            per_layer[unit.name] = grams[unit.name]
-            rules[unit.name] = "jacobian"
-    return per_layer, losses, rules
+    blocks = GramBlocks(setup, plan, keep_diagonal=True)
+    losses = blocks.norms().losses
+    per_layer = {name: np.empty((n, n)) for name in setup.layer_names}
+    for block in blocks:
+        for name, g in block.per_layer.items():
+            per_layer[name][block.rows, block.cols] = g
+            if not block.diagonal:
+                per_layer[name][block.cols, block.rows] = g.T
+    check_losses(losses, setup.loss_name)
+    total = total_of(per_layer, n)
+    return GramResult(total=total, per_layer=per_layer, rules=dict(setup.rules), method=setup.method, losses=losses)
 
 
 def _forward_order(units, captures):
@@ -301,7 +460,7 @@ def _forward_order(units, captures):
     return sorted(units, key=lambda u: order.index(u.name) if u.name in order else len(order))
 
 
-def _sum(blocks: Dict[str, Any], n: int) -> np.ndarray:
+def _sum(blocks: Dict[str, Any], shape: tuple) -> np.ndarray:
     """Sum of per-weight blocks in float64, back on the host once per layer.
 
     Rules return fresh float64 NumPy arrays, or TensorFlow tensors in their product precision (summed
@@ -309,7 +468,7 @@ def _sum(blocks: Dict[str, Any], n: int) -> np.ndarray:
     """
     values = list(blocks.values())
     if not values:
-        return np.zeros((n, n))
+        return np.zeros(shape)
     if all(isinstance(g, np.ndarray) for g in values):
         total = values[0]
         for g in values[1:]:

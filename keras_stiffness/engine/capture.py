@@ -68,6 +68,53 @@ def _concat(parts: List, n_rows: List[int]):
     return first
 
 
+def stack_captures(first: LayerCapture, second: LayerCapture) -> LayerCapture:
+    """One layer's captures of two probe blocks stacked (``first``'s rows, then ``second``'s), marked
+    so that the rule forms only the cross block between them (``split`` = rows of ``first``).
+
+    Raises:
+        ValueError: The layer was called a different number of times in the two blocks.
+    """
+    if len(first.calls) != len(second.calls):
+        raise ValueError(
+            f"A layer was called {len(first.calls)} time(s) for one block of probes and {len(second.calls)} "
+            "for another; expected the same calls for every probe (no data-dependent control flow)."
+        )
+    rows = [first.n, second.n]
+    calls = [
+        CallRecord(
+            args=_concat([a.args, b.args], rows),
+            kwargs=_concat([a.kwargs, b.kwargs], rows),
+            values=_concat([a.values, b.values], rows),
+            grads=_concat([a.grads, b.grads], rows),
+        )
+        for a, b in zip(first.calls, second.calls)
+    ]
+    return LayerCapture(calls=calls, n=first.n + second.n, precision=first.precision, split=first.n)
+
+
+def capture_bytes(captures: Dict[str, LayerCapture]) -> int:
+    """Bytes held by the arrays of a capture (what caching it costs)."""
+    total = 0
+
+    def add(value) -> None:
+        nonlocal total
+        if isinstance(value, np.ndarray):
+            total += value.nbytes
+        elif isinstance(value, (tuple, list)):
+            for v in value:
+                add(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                add(v)
+
+    for captured in captures.values():
+        for call in captured.calls:
+            for part in (call.args, call.kwargs, call.values, call.grads):
+                add(part)
+    return total
+
+
 def capture(
     model,
     units: Sequence[Unit],

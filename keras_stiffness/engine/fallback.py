@@ -7,7 +7,7 @@ per-example loss vector with respect to every trainable weight).
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -25,7 +25,11 @@ def chunk_size_for(width: int, n: int, activations: int = 0) -> int:
 
 
 def gram_from_chunks(
-    compute: Callable[[int, int], Dict[str, np.ndarray]], n: int, width: int, activations: int = 0
+    compute: Callable[[int, int], Dict[str, np.ndarray]],
+    n: int,
+    width: int,
+    activations: int = 0,
+    split: Optional[int] = None,
 ) -> Dict[str, np.ndarray]:
     """Gram blocks ``J_g J_gᵀ`` per group from chunked per-example jacobians.
 
@@ -34,30 +38,39 @@ def gram_from_chunks(
         n: Number of probes.
         width: Total parameters over groups (sets the chunk size).
         activations: Activation elements per example (bounds the chunk of a vectorized jacobian).
+        split: ``None`` for the square ``(n, n)`` Gram; or ``s``: only the cross block between probes
+            ``[0, s)`` and ``[s, n)``, ``(s, n - s)`` (see ``rules.base.Products``).
 
     Returns:
-        ``{group: (n, n) float64}``.
+        ``{group: block}`` float64.
     """
     step = chunk_size_for(width, n, activations)
-    bounds = [(lo, min(n, lo + step)) for lo in range(0, n, step)]
-    if n * width <= JACOBIAN_CACHE_ELEMENTS or len(bounds) == 1:
-        parts = [compute(lo, hi) for lo, hi in bounds]
-        return {g: _gram(np.concatenate([p[g] for p in parts])) for g in parts[0]}
+    if split is None:
+        left = right = [(lo, min(n, lo + step)) for lo in range(0, n, step)]
+        offset = 0
+    else:
+        left = [(lo, min(split, lo + step)) for lo in range(0, split, step)]
+        right = [(lo, min(n, lo + step)) for lo in range(split, n, step)]
+        offset = split
+    if n * width <= JACOBIAN_CACHE_ELEMENTS or len(left) + len(right) <= 2:
+        parts = {b: compute(*b) for b in dict.fromkeys(left + right)}
+        stacked = {
+            side: {g: np.concatenate([parts[b][g] for b in bounds]) for g in parts[left[0]]}
+            for side, bounds in (("left", left), ("right", right))
+        }
+        return {g: stacked["left"][g] @ stacked["right"][g].T for g in stacked["left"]}
     out: Dict[str, np.ndarray] = {}
-    for bi, (lo, hi) in enumerate(bounds):
+    for bi, (lo, hi) in enumerate(left):
         ji = compute(lo, hi)
-        for lo2, hi2 in bounds[: bi + 1]:
+        for lo2, hi2 in right[: bi + 1] if split is None else right:
             jj = ji if lo2 == lo else compute(lo2, hi2)
             for g in ji:
-                block = out.setdefault(g, np.zeros((n, n)))
+                block = out.setdefault(g, np.zeros((left[-1][1] - left[0][0], n - offset)))
                 b = ji[g] @ jj[g].T
-                block[lo:hi, lo2:hi2] = b
-                block[lo2:hi2, lo:hi] = b.T
+                block[lo:hi, lo2 - offset : hi2 - offset] = b
+                if split is None:
+                    block[lo2:hi2, lo:hi] = b.T
     return out
-
-
-def _gram(j: np.ndarray) -> np.ndarray:
-    return j @ j.T
 
 
 def pfor_is_exact(layer) -> bool:
@@ -143,7 +156,7 @@ def layer_fallback_gram(unit, captured: LayerCapture) -> Dict[str, np.ndarray]:
         rows = jacobian_rows(tape, total, variables, use_pfor=pfor_is_exact(layer))
         return {variable_key(v): r for v, r in zip(variables, rows)}
 
-    return gram_from_chunks(compute, n, width)
+    return gram_from_chunks(compute, n, width, split=captured.split)
 
 
 def variable_key(variable) -> str:
@@ -183,7 +196,9 @@ def jacobian_grams(loss_of: Callable, groups: Dict[str, list], n: int, use_pfor:
     return _grouped_grams(chunk, groups, n)
 
 
-def _grouped_grams(chunk: Callable, groups: Dict[str, list], n: int, activations: int = 0) -> tuple:
+def _grouped_grams(
+    chunk: Callable, groups: Dict[str, list], n: int, activations: int = 0, split: Optional[int] = None
+) -> tuple:
     """Run ``chunk(lo, hi) -> (losses, per-variable rows)`` over probes and form the group Grams."""
     width = int(sum(np.prod(v.shape) for vs in groups.values() for v in vs))
     losses = np.zeros(n)
@@ -197,7 +212,7 @@ def _grouped_grams(chunk: Callable, groups: Dict[str, list], n: int, activations
             k += len(vs)
         return out
 
-    return gram_from_chunks(compute, n, width, activations), losses
+    return gram_from_chunks(compute, n, width, activations, split), losses
 
 
 def activations_per_example(model, units, x) -> int:
@@ -210,8 +225,10 @@ def activations_per_example(model, units, x) -> int:
     return 2 * (inputs + sum(int(np.prod(o.shape[1:])) for o in outputs.values()))
 
 
-def model_jacobian_grams(model, units, x, y, per_example_loss) -> tuple:
+def model_jacobian_grams(model, units, x, y, per_example_loss, split: Optional[int] = None) -> tuple:
     """The whole-model reference: per-example jacobian of the loss vector, grouped by unit.
+
+    With ``split``, ``x`` holds two probe blocks stacked and only their cross block is formed.
 
     Each chunk runs one compiled ``tf.function`` (traced once per chunk shape): forward, per-example
     losses and their jacobian (pfor, or a while loop where pfor is known to be wrong).
@@ -258,4 +275,4 @@ def model_jacobian_grams(model, units, x, y, per_example_loss) -> tuple:
         return loss, rows
 
     activations = activations_per_example(model, units, x) if use_pfor else 0
-    return _grouped_grams(chunk, groups, nested.n_rows(x), activations)
+    return _grouped_grams(chunk, groups, nested.n_rows(x), activations, split)

@@ -51,6 +51,45 @@ class CallRecord:
         return self.kwargs["inputs"]
 
 
+@dataclasses.dataclass(frozen=True)
+class Products:
+    """How a rule's Gram products are formed: their precision, and which block of the Gram they fill.
+
+    With ``split=None`` the products are the square ``(n, n)`` Gram of all ``n`` captured probes. With
+    ``split=s`` the capture holds two blocks of probes stacked, rows ``[0, s)`` then ``[s, n)``, and
+    the products fill only the cross block ``(s, n - s)`` between them: what a Gram block ``(I, J)``
+    with ``I ≠ J`` needs, at a quarter of the cost of the square over both.
+
+    Attributes:
+        precision: ``"float32"`` or ``"float64"`` (see :data:`PRECISIONS`).
+        split: ``None``, or the number of rows of the first block.
+        block_elements: Largest product temporary, in elements (bounds the row blocks).
+
+    Example:
+        >>> Products().shape(5), Products(split=2).shape(5)
+        ((5, 5), (2, 3))
+    """
+
+    precision: str = "float32"
+    split: Optional[int] = None
+    block_elements: int = BLOCK_ELEMENTS
+
+    def shape(self, n: int) -> tuple:
+        """Shape of a product block over ``n`` captured probes."""
+        return (n, n) if self.split is None else (self.split, n - self.split)
+
+    def sides(self, v):
+        """``(left rows, right rows)`` of a probe-major factor: all of it twice, or the two blocks."""
+        if self.split is None:
+            return v, v
+        return v[: self.split], v[self.split :]
+
+
+def as_products(products) -> Products:
+    """A :class:`Products` from itself or from a precision name."""
+    return products if isinstance(products, Products) else Products(precision=products)
+
+
 @dataclasses.dataclass
 class LayerCapture:
     """All calls of one layer over all probes (arrays are probe-major, ``N`` rows).
@@ -59,14 +98,25 @@ class LayerCapture:
         calls: One record per call of the layer (shared layers are called several times).
         n: Number of probes.
         precision: Precision of the Gram products the rule should use (see :data:`PRECISIONS`).
+        split: ``None`` for the square Gram of the ``n`` probes, or the rows of the first of two stacked
+            probe blocks whose cross block is wanted (see :class:`Products`).
+        block_elements: Largest product temporary, in elements.
     """
 
     calls: List[CallRecord]
     n: int
     precision: str = "float32"
+    split: Optional[int] = None
+    block_elements: int = BLOCK_ELEMENTS
+
+    @property
+    def products(self) -> Products:
+        """How the rule forms its products (pass it to the product helpers below)."""
+        return Products(precision=self.precision, split=self.split, block_elements=self.block_elements)
 
 
-#: A rule's Gram function: ``(layer, captured) -> {weight name: (N, N) float64}``.
+#: A rule's Gram function: ``(layer, captured) -> {weight name: block}``, each block of
+#: ``captured.products.shape(captured.n)`` (float64 arrays, or tensors the engine sums in float64).
 GramFn = Callable[[Any, LayerCapture], Dict[str, np.ndarray]]
 #: A rule's forward: ``(layer, call, args, kwargs, tap) -> outputs``; ``tap(name, z)`` returns ``z``
 #: plus a zero tensor whose gradient the engine reads back.
@@ -129,8 +179,8 @@ def concat_calls(arrays: List[np.ndarray]) -> np.ndarray:
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
 
 
-def _row_block(n: int, per_row: int) -> int:
-    return max(1, min(n, BLOCK_ELEMENTS // max(1, per_row)))
+def _row_block(n: int, per_row: int, limit: int = BLOCK_ELEMENTS) -> int:
+    return max(1, min(n, limit // max(1, per_row)))
 
 
 #: The two product precisions: float32 products accumulated in float64 (the default, fast, and
@@ -138,10 +188,11 @@ def _row_block(n: int, per_row: int) -> int:
 PRECISIONS = ("float32", "float64")
 
 
-def compute_dtype(precision: str, *values):
+def compute_dtype(precision, *values):
     """The TensorFlow dtype of the products: float64 when asked, or when a factor already is float64."""
     import tensorflow as tf
 
+    precision = as_products(precision).precision
     if precision == "float64" or any(getattr(v, "dtype", None) in (np.float64, tf.float64) for v in values):
         return tf.float64
     return tf.float32
@@ -160,54 +211,62 @@ def _to_host(g) -> np.ndarray:
     return tf.cast(g, tf.float64).numpy()
 
 
-def self_product(v, precision: str = "float32"):
-    """``V Vᵀ`` as a TensorFlow tensor in the product precision (stays where the factors live).
+def _flat_factor(v, products: Products):
+    import tensorflow as tf
+
+    v = _tensor(v, compute_dtype(products, v))
+    return tf.reshape(v, (v.shape[0], -1))
+
+
+def self_product(v, products="float32"):
+    """``V Vᵀ`` (or its cross block, see :class:`Products`) as a TensorFlow tensor in the product
+    precision, left where the factors live.
 
     For rules that combine several products before the float64 accumulation (see ``api._sum``).
     """
     import tensorflow as tf
 
-    dt = compute_dtype(precision, v)
-    v = _tensor(v, dt)
-    v = tf.reshape(v, (v.shape[0], -1))
-    return tf.linalg.matmul(v, v, transpose_b=True)
+    products = as_products(products)
+    left, right = products.sides(_flat_factor(v, products))
+    return tf.linalg.matmul(left, right, transpose_b=True)
 
 
-def vector_gram(v, precision: str = "float32") -> np.ndarray:
-    """``V Vᵀ`` for per-example gradient vectors ``v`` of shape ``(n, ...)``, as float64.
+def vector_gram(v, products="float32") -> np.ndarray:
+    """``V Vᵀ`` (or its cross block) for per-example gradient vectors ``v`` of shape ``(n, ...)``, float64.
 
-    The product is a TensorFlow matmul placed where the tensors live, in ``precision`` (see
-    :data:`PRECISIONS`).
+    The product is a TensorFlow matmul placed where the tensors live, in the products' precision (see
+    :data:`PRECISIONS`), in row blocks of at most ``products.block_elements``.
     """
     import tensorflow as tf
 
-    dt = compute_dtype(precision, v)
-    v = _tensor(v, dt)
-    v = tf.reshape(v, (v.shape[0], -1))
-    n = int(v.shape[0])
-    step = _row_block(n, n)
-    if step >= n:
-        return _to_host(tf.linalg.matmul(v, v, transpose_b=True))
-    out = np.empty((n, n))  # large N: row blocks, so no (N, N) temporary beyond the result itself
-    for lo in range(0, n, step):
-        out[lo : lo + step] = _to_host(tf.linalg.matmul(v[lo : lo + step], v, transpose_b=True))
+    products = as_products(products)
+    left, right = products.sides(_flat_factor(v, products))
+    rows, cols = int(left.shape[0]), int(right.shape[0])
+    step = _row_block(rows, cols, products.block_elements)
+    if step >= rows:
+        return _to_host(tf.linalg.matmul(left, right, transpose_b=True))
+    out = np.empty((rows, cols))  # large N: row blocks, so no temporary beyond the result itself
+    for lo in range(0, rows, step):
+        out[lo : lo + step] = _to_host(tf.linalg.matmul(left[lo : lo + step], right, transpose_b=True))
     return out
 
 
-def product_gram(a, d, precision: str = "float32") -> np.ndarray:
-    """``(A Aᵀ) ⊙ (Δ Δᵀ)`` for one position per example, in row blocks, as float64."""
+def product_gram(a, d, products="float32") -> np.ndarray:
+    """``(A Aᵀ) ⊙ (Δ Δᵀ)`` (or its cross block) for one position per example, in row blocks, float64."""
     import tensorflow as tf
 
-    dt = compute_dtype(precision, a, d)
-    a, d = _tensor(a, dt), _tensor(d, dt)
-    n = int(a.shape[0])
-    step = _row_block(n, 2 * n)
-    if step >= n:
-        return _to_host(tf.linalg.matmul(a, a, transpose_b=True) * tf.linalg.matmul(d, d, transpose_b=True))
-    out = np.empty((n, n))
-    for lo in range(0, n, step):
-        hi = min(n, lo + step)
-        block = tf.linalg.matmul(a[lo:hi], a, transpose_b=True) * tf.linalg.matmul(d[lo:hi], d, transpose_b=True)
+    products = as_products(products)
+    dt = compute_dtype(products, a, d)
+    al, ar = products.sides(_tensor(a, dt))
+    dl, dr = products.sides(_tensor(d, dt))
+    rows, cols = int(al.shape[0]), int(ar.shape[0])
+    step = _row_block(rows, 2 * cols, products.block_elements)
+    if step >= rows:
+        return _to_host(tf.linalg.matmul(al, ar, transpose_b=True) * tf.linalg.matmul(dl, dr, transpose_b=True))
+    out = np.empty((rows, cols))
+    for lo in range(0, rows, step):
+        hi = min(rows, lo + step)
+        block = tf.linalg.matmul(al[lo:hi], ar, transpose_b=True) * tf.linalg.matmul(dl[lo:hi], dr, transpose_b=True)
         out[lo:hi] = _to_host(block)
     return out
 
@@ -220,7 +279,7 @@ def positions_cost(n: int, t: int, d: int, e: int) -> Dict[str, float]:
     }
 
 
-def positions_gram(a, d, route: Optional[str] = None, precision: str = "float32") -> np.ndarray:
+def positions_gram(a, d, route: Optional[str] = None, products="float32") -> np.ndarray:
     """Exact Gram of ``J_n = Σ_t a_nt ⊗ δ_nt`` for ``a`` ``(n, t, d)`` and ``δ`` ``(n, t, e)``.
 
     Args:
@@ -228,70 +287,79 @@ def positions_gram(a, d, route: Optional[str] = None, precision: str = "float32"
         d: Output gradients per position.
         route: ``"factorized"`` (``Σ_{t,s}(a·a)(δ·δ)``), ``"materialized"`` (form ``J``), or
             ``None`` to take the cheaper by :func:`positions_cost`.
-        precision: Product precision (see :data:`PRECISIONS`).
+        products: A :class:`Products` (precision and block), or a precision name.
 
     Returns:
-        ``(n, n)`` float64.
+        ``products.shape(n)`` float64.
     """
+    products = as_products(products)
     n, t, din = a.shape
     dout = d.shape[2]
     if t == 1:
-        return product_gram(a[:, 0], d[:, 0], precision)
+        return product_gram(a[:, 0], d[:, 0], products)
     if route is None:
         cost = positions_cost(n, t, din, dout)
         route = min(cost, key=cost.get)
     if route == "factorized":
-        return _factorized(a, d, precision)
-    return _materialized(a, d, precision)
+        return _factorized(a, d, products)
+    return _materialized(a, d, products)
 
 
-def _factorized(a, d, precision: str = "float32") -> np.ndarray:
-    """``Σ_{t,s}(a_it·a_js)(δ_it·δ_js)``: products in ``precision``, the sum over position pairs in float64."""
+def _factorized(a, d, products: Products) -> np.ndarray:
+    """``Σ_{t,s}(a_it·a_js)(δ_it·δ_js)``: products in their precision, the sum over position pairs in float64."""
     import tensorflow as tf
 
-    dt = compute_dtype(precision, a, d)
+    dt = compute_dtype(products, a, d)
     a, d = _tensor(a, dt), _tensor(d, dt)
-    n, t = int(a.shape[0]), int(a.shape[1])
-    a2 = tf.reshape(a, (n * t, -1))
-    d2 = tf.reshape(d, (n * t, -1))
-    out = np.empty((n, n))
-    step = _row_block(n, 2 * n * t * t)
-    for lo in range(0, n, step):
-        hi = min(n, lo + step)
-        aa = tf.linalg.matmul(a2[lo * t : hi * t], a2, transpose_b=True)
-        aa = aa * tf.linalg.matmul(d2[lo * t : hi * t], d2, transpose_b=True)
-        aa = tf.cast(tf.reshape(aa, (hi - lo, t, n, t)), tf.float64)
+    t = int(a.shape[1])
+    al, ar = products.sides(a)
+    dl, dr = products.sides(d)
+    rows, cols = int(al.shape[0]), int(ar.shape[0])
+    ar2, dr2 = tf.reshape(ar, (cols * t, -1)), tf.reshape(dr, (cols * t, -1))
+    out = np.empty((rows, cols))
+    step = _row_block(rows, 2 * cols * t * t, products.block_elements)
+    for lo in range(0, rows, step):
+        hi = min(rows, lo + step)
+        aa = tf.linalg.matmul(tf.reshape(al[lo:hi], ((hi - lo) * t, -1)), ar2, transpose_b=True)
+        aa = aa * tf.linalg.matmul(tf.reshape(dl[lo:hi], ((hi - lo) * t, -1)), dr2, transpose_b=True)
+        aa = tf.cast(tf.reshape(aa, (hi - lo, t, cols, t)), tf.float64)
         out[lo:hi] = tf.reduce_sum(aa, axis=(1, 3)).numpy()
     return out
 
 
-def per_example_outer(a, d, precision: str = "float32"):
+def per_example_outer(a, d, products="float32"):
     """``J_n = Σ_t a_nt ⊗ δ_nt`` flattened to ``(n, d·e)``: the per-example weight gradients (a tensor).
 
-    A batched matrix product in ``precision`` (TensorFlow, where the factors live).
+    A batched matrix product in the products' precision (TensorFlow, where the factors live).
     """
     import tensorflow as tf
 
-    dt = compute_dtype(precision, a, d)
+    dt = compute_dtype(products, a, d)
     j = tf.linalg.matmul(_tensor(a, dt), _tensor(d, dt), transpose_a=True)
     return tf.reshape(j, (j.shape[0], -1))
 
 
-def _materialized(a, d, precision: str = "float32") -> np.ndarray:
+def _materialized(a, d, products: Products) -> np.ndarray:
     import tensorflow as tf
 
     n, din = int(a.shape[0]), int(a.shape[2])
     width = din * int(d.shape[2])
     if n * width <= MATERIALIZE_ELEMENTS:
-        return vector_gram(per_example_outer(a, d, precision), precision)
-    # Too large to keep whole: form J in blocks and recompute the column blocks.
+        return vector_gram(per_example_outer(a, d, products), products)
+    # Too large to keep whole: form J in blocks of rows and recompute the column blocks.
+    al, ar = products.sides(a)
+    dl, dr = products.sides(d)
+    rows, cols = int(al.shape[0]), int(ar.shape[0])
     step = max(1, MATERIALIZE_ELEMENTS // (2 * width))
-    out = np.empty((n, n))
-    for lo in range(0, n, step):
-        ji = per_example_outer(a[lo : lo + step], d[lo : lo + step], precision)
-        for lo2 in range(0, lo + 1, step):
-            jj = ji if lo2 == lo else per_example_outer(a[lo2 : lo2 + step], d[lo2 : lo2 + step], precision)
+    square = products.split is None
+    out = np.empty((rows, cols))
+    for lo in range(0, rows, step):
+        ji = per_example_outer(al[lo : lo + step], dl[lo : lo + step], products)
+        for lo2 in range(0, lo + 1 if square else cols, step):
+            same = square and lo2 == lo
+            jj = ji if same else per_example_outer(ar[lo2 : lo2 + step], dr[lo2 : lo2 + step], products)
             block = _to_host(tf.linalg.matmul(ji, jj, transpose_b=True))
             out[lo : lo + step, lo2 : lo2 + step] = block
-            out[lo2 : lo2 + step, lo : lo + step] = block.T
+            if square:
+                out[lo2 : lo2 + step, lo : lo + step] = block.T
     return out

@@ -111,19 +111,19 @@ def conv_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
     taps = int(np.prod(layer.kernel_size))
     groups = getattr(layer, "groups", 1) or 1
     if groups == 1:
-        kernel = positions_gram(p, d, precision=captured.precision)
+        kernel = positions_gram(p, d, products=captured.products)
     else:
         cin = p.shape[-1] // taps
         p = np.asarray(p).reshape(n, p.shape[1], taps, cin)
         gin, gout = cin // groups, d.shape[-1] // groups
-        kernel = np.zeros((n, n))
+        kernel = np.zeros(captured.products.shape(n))
         for g in range(groups):
             pg = p[..., g * gin : (g + 1) * gin].reshape(n, p.shape[1], taps * gin)
-            kernel += positions_gram(pg, d[..., g * gout : (g + 1) * gout], precision=captured.precision)
+            kernel += positions_gram(pg, d[..., g * gout : (g + 1) * gout], products=captured.products)
     out = {layer.kernel.name: kernel}
     if layer.use_bias:
         bias = sum(bias_gradients(layer, c.grads["out"], n) for c in captured.calls)
-        out[layer.bias.name] = vector_gram(bias, captured.precision)
+        out[layer.bias.name] = vector_gram(bias, captured.products)
     return out
 
 
@@ -147,9 +147,9 @@ def depthwise_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
         jac = jac + _depthwise_jacobian(layer, _patches(layer, call.inputs), d, n)
         if layer.use_bias:
             bias = bias + bias_gradients(layer, call.grads["out"], n)
-    out = {layer.kernel.name: vector_gram(jac, captured.precision)}
+    out = {layer.kernel.name: vector_gram(jac, captured.products)}
     if layer.use_bias:
-        out[layer.bias.name] = vector_gram(bias, captured.precision)
+        out[layer.bias.name] = vector_gram(bias, captured.products)
     return out
 
 
@@ -189,12 +189,12 @@ def separable_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
         douts.append(_grads(layer, call.grads["out"], n))
     d = concat_calls(douts)
     out = {
-        layer.depthwise_kernel.name: vector_gram(jac, captured.precision),
-        layer.pointwise_kernel.name: positions_gram(concat_calls(mids), d, precision=captured.precision),
+        layer.depthwise_kernel.name: vector_gram(jac, captured.products),
+        layer.pointwise_kernel.name: positions_gram(concat_calls(mids), d, products=captured.products),
     }
     if layer.use_bias:
         bias = sum(bias_gradients(layer, c.grads["out"], n) for c in captured.calls)
-        out[layer.bias.name] = vector_gram(bias, captured.precision)
+        out[layer.bias.name] = vector_gram(bias, captured.products)
     return out
 
 

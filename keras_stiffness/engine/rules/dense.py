@@ -21,7 +21,7 @@ from keras_stiffness.engine.rules.base import (
 
 def dense_gram(layer, captured: LayerCapture) -> Dict[str, Any]:
     """Kernel: ``Σ_{t,s}(a·a)(δ·δ)`` (``(AAᵀ)⊙(ΔΔᵀ)`` for one position); bias: ``(Σ_t δ)(Σ_s δ)ᵀ``."""
-    n, p = captured.n, captured.precision
+    n, p = captured.n, captured.products
     a = concat_calls([as_positions(c.inputs, n) for c in captured.calls])
     d = concat_calls([as_positions(c.grads["out"], n) for c in captured.calls])
     if a.shape[1] == 1 and n * n <= BLOCK_ELEMENTS:  # one position: Δ Δᵀ is also the bias Gram
@@ -36,7 +36,7 @@ def dense_gram(layer, captured: LayerCapture) -> Dict[str, Any]:
         if layer.bias is not None:
             out[layer.bias.name] = dd
         return out
-    out = {layer.kernel.name: positions_gram(a, d, precision=p)}
+    out = {layer.kernel.name: positions_gram(a, d, products=p)}
     if layer.bias is not None:
         out[layer.bias.name] = vector_gram(d.sum(axis=1), p)
     return out

@@ -196,22 +196,22 @@ def _grouped(value, source: str, groups: Tuple[str, ...], n: int, precision: str
     return out.reshape(n, *[int(np.prod([sizes[c] for c in g])) for g in groups])
 
 
-def shared_positions_gram(a, d, route: Optional[str] = None, precision: str = "float32") -> np.ndarray:
+def shared_positions_gram(a, d, route: Optional[str] = None, products="float32") -> np.ndarray:
     """``Σ_h positions_gram(a[:, :, h], d[:, :, h])``: the exact kernel Gram with a shared group ``h``.
 
     Args:
         a: ``(n, t, h, d)`` inputs per position and shared index.
         d: ``(n, t, h, e)`` output gradients likewise.
         route: Passed to :func:`~keras_stiffness.engine.rules.base.positions_gram` (``None``: cheaper).
-        precision: Product precision.
+        products: Precision and block of the products (see ``Products``).
 
     Returns:
-        ``(n, n)`` float64.
+        ``products.shape(n)`` float64.
     """
     h = a.shape[2]
-    out = positions_gram(a[:, :, 0], d[:, :, 0], route=route, precision=precision)
+    out = positions_gram(a[:, :, 0], d[:, :, 0], route=route, products=products)
     for k in range(1, h):
-        out += positions_gram(a[:, :, k], d[:, :, k], route=route, precision=precision)
+        out += positions_gram(a[:, :, k], d[:, :, k], route=route, products=products)
     return out
 
 
@@ -263,9 +263,9 @@ def einsum_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
         ds.append(_grouped(g, s.output, (s.positions, s.shared, s.produced), n, p))
         if layer.bias is not None:
             bias = bias + bias_gradients(layer.bias.shape, g, p)
-    out = {layer.kernel.name: shared_positions_gram(concat_calls(xs), concat_calls(ds), precision=p)}
+    out = {layer.kernel.name: shared_positions_gram(concat_calls(xs), concat_calls(ds), products=captured.products)}
     if layer.bias is not None:
-        out[layer.bias.name] = vector_gram(bias, p)
+        out[layer.bias.name] = vector_gram(bias, captured.products)
     return out
 
 

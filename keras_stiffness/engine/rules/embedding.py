@@ -11,6 +11,7 @@ from keras_stiffness.engine.memory import BLOCK_ELEMENTS
 from keras_stiffness.engine.rules.base import (
     LayerCapture,
     Rule,
+    as_products,
     compute_dtype,
     concat_calls,
     lora_or_quantized,
@@ -21,7 +22,7 @@ from keras_stiffness.engine.rules.base import (
 DENSE_GROUP = 32
 
 
-def token_gram(ids: np.ndarray, d, precision: str = "float32") -> np.ndarray:
+def token_gram(ids: np.ndarray, d, products="float32") -> np.ndarray:
     """``G_ij = Σ_{t,s} [ids_it = ids_js] (δ_it·δ_js)`` as float64, sparse in the token ids.
 
     Row ``v`` of the per-example gradient is ``S_iv = Σ_{t: ids_it = v} δ_it``, so
@@ -32,13 +33,15 @@ def token_gram(ids: np.ndarray, d, precision: str = "float32") -> np.ndarray:
     Args:
         ids: ``(n, t)`` integer token ids.
         d: ``(n, t, e)`` output gradients.
-        precision: Product precision (the sums over ids are float64).
+        products: Precision and block of the products (the sums over ids are float64); with a split,
+            only the pairs of a row of the first block and a row of the second are formed.
     """
     import tensorflow as tf
 
+    products = as_products(products)
     ids = np.asarray(ids).astype(np.int64)
     n, t = ids.shape
-    dt = compute_dtype(precision, d)
+    dt = compute_dtype(products, d)
     flat_d = tf.reshape(tf.cast(tf.convert_to_tensor(d), dt), (n * t, -1))
     # One row of S per (id, example) present, sorted by id then example.
     keys = (ids - ids.min()) * n + np.arange(n)[:, None]
@@ -47,28 +50,35 @@ def token_gram(ids: np.ndarray, d, precision: str = "float32") -> np.ndarray:
     token, example = pairs // n, pairs % n
     starts = np.flatnonzero(np.r_[True, token[1:] != token[:-1]])
     counts = np.diff(np.r_[starts, len(pairs)])
-    out = np.zeros((n, n))
+    split = 0 if products.split is None else products.split
+    out = np.zeros(products.shape(n))
     big = counts >= DENSE_GROUP
     for lo, c in zip(starts[big], counts[big]):
-        block = tf.linalg.matmul(s[lo : lo + c], s[lo : lo + c], transpose_b=True)
         rows = example[lo : lo + c]
-        out[np.ix_(rows, rows)] += tf.cast(block, tf.float64).numpy()
-    _small_groups(out, s, example, starts[~big], counts[~big])
+        if products.split is None:
+            left = right = np.arange(c)
+        else:
+            left, right = np.flatnonzero(rows < split), np.flatnonzero(rows >= split)
+        block = tf.linalg.matmul(tf.gather(s, lo + left), tf.gather(s, lo + right), transpose_b=True)
+        out[np.ix_(rows[left], rows[right] - split)] += tf.cast(block, tf.float64).numpy()
+    _small_groups(out, s, example, starts[~big], counts[~big], products.split)
     return out
 
 
-def _small_groups(out: np.ndarray, s, example: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> None:
-    """Add ``S_p·S_q`` for every pair of rows ``p, q`` of the same id into ``out[example_p, example_q]``,
-    in chunks of whole groups of at most ``BLOCK_ELEMENTS`` gathered elements."""
+def _small_groups(out: np.ndarray, s, example: np.ndarray, starts: np.ndarray, counts: np.ndarray, split=None) -> None:
+    """Add ``S_p·S_q`` for every pair of rows ``p, q`` of the same id into ``out[example_p, example_q]``
+    (with a split: only ``example_p`` in the first block and ``example_q`` in the second), in chunks of
+    whole groups of at most ``BLOCK_ELEMENTS`` gathered elements."""
     import tensorflow as tf
 
     if not len(starts):
         return
-    n = out.shape[0]
+    rows, cols = out.shape
+    offset = 0 if split is None else split
     sq = counts * counts
     ends = np.cumsum(sq)
     step = max(1, BLOCK_ELEMENTS // max(1, 2 * int(s.shape[1])))
-    flat = np.zeros(n * n)
+    flat = np.zeros(rows * cols)
     lo = 0
     while lo < len(starts):
         hi = max(lo + 1, int(np.searchsorted(ends, ends[lo] - sq[lo] + step, side="right")))
@@ -77,10 +87,14 @@ def _small_groups(out: np.ndarray, s, example: np.ndarray, starts: np.ndarray, c
         rep = np.repeat(c, size)
         p = np.repeat(first, size) + k // rep
         q = np.repeat(first, size) + k % rep
-        dots = tf.cast(tf.reduce_sum(tf.gather(s, p) * tf.gather(s, q), axis=1), tf.float64).numpy()
-        flat += np.bincount(example[p] * n + example[q], weights=dots, minlength=n * n)
+        if split is not None:
+            keep = (example[p] < split) & (example[q] >= split)
+            p, q = p[keep], q[keep]
+        if len(p):
+            dots = tf.cast(tf.reduce_sum(tf.gather(s, p) * tf.gather(s, q), axis=1), tf.float64).numpy()
+            flat += np.bincount(example[p] * cols + example[q] - offset, weights=dots, minlength=rows * cols)
         lo = hi
-    out += flat.reshape(n, n)
+    out += flat.reshape(rows, cols)
 
 
 def embedding_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
@@ -88,7 +102,7 @@ def embedding_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
     n = captured.n
     ids = concat_calls([np.asarray(c.inputs).astype(np.int64).reshape(n, -1, 1) for c in captured.calls])
     d = concat_calls([np.asarray(c.grads["out"]).reshape(n, -1, layer.output_dim) for c in captured.calls])
-    return {layer.embeddings.name: token_gram(ids[..., 0], d, captured.precision)}
+    return {layer.embeddings.name: token_gram(ids[..., 0], d, captured.products)}
 
 
 EMBEDDING = Rule("embedding", gram=embedding_gram, unsupported=lora_or_quantized)

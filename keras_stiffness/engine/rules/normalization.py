@@ -60,9 +60,9 @@ def normalization_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
         jb = jb + dp.sum(axis=1)
     out = {}
     if gamma is not None and gamma.trainable:
-        out[gamma.name] = vector_gram(jg, captured.precision)
+        out[gamma.name] = vector_gram(jg, captured.products)
     if beta is not None and beta.trainable:
-        out[beta.name] = vector_gram(jb, captured.precision)
+        out[beta.name] = vector_gram(jb, captured.products)
     return out
 
 

@@ -44,7 +44,7 @@ def recurrent_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
 
     Only the blocks of trainable variables are computed (frozen ones are dropped by the engine anyway).
     """
-    cell, p, u = layer.cell, captured.precision, layer.cell.units
+    cell, p, u = layer.cell, captured.products, layer.cell.units
     gru = gate_blocks(layer) == 3
 
     def steps(table: str, name: str) -> np.ndarray:  # (n, t, ·) over all calls
@@ -57,14 +57,14 @@ def recurrent_gram(layer, captured: LayerCapture) -> Dict[str, np.ndarray]:
     out: Dict[str, np.ndarray] = {}
     if cell.kernel.trainable:
         x = concat_calls([_processed_inputs(layer, c) for c in captured.calls])
-        out[cell.kernel.name] = positions_gram(x, dx, precision=p)
+        out[cell.kernel.name] = positions_gram(x, dx, products=p)
     if cell.recurrent_kernel.trainable:
         h = steps("values", "h")
         if gru and not cell.reset_after:  # the candidate's columns see r ⊙ h
-            rec = positions_gram(h, dx[..., : 2 * u], precision=p)
-            rec += positions_gram(steps("values", "r") * h, dx[..., 2 * u :], precision=p)
+            rec = positions_gram(h, dx[..., : 2 * u], products=p)
+            rec += positions_gram(steps("values", "r") * h, dx[..., 2 * u :], products=p)
         else:
-            rec = positions_gram(h, dh, precision=p)
+            rec = positions_gram(h, dh, products=p)
         out[cell.recurrent_kernel.name] = rec
     if cell.use_bias and cell.bias.trainable:
         bias = dx.sum(axis=1)
