@@ -243,6 +243,11 @@ class GramBlocks:
         return self.setup.layer_names
 
     @property
+    def method(self) -> str:
+        """The method used: ``"structured"`` or ``"jacobian"``."""
+        return self.setup.method
+
+    @property
     def rules(self) -> Dict[str, str]:
         """Layer name → how its block is computed."""
         return self.setup.rules

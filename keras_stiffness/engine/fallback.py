@@ -164,7 +164,9 @@ def variable_key(variable) -> str:
     return str(getattr(variable, "path", None) or variable.name)
 
 
-def jacobian_grams(loss_of: Callable, groups: Dict[str, list], n: int, use_pfor: bool = True) -> tuple:
+def jacobian_grams(
+    loss_of: Callable, groups: Dict[str, list], n: int, use_pfor: bool = True, split: Optional[int] = None
+) -> tuple:
     """Per-group Grams from the per-example jacobian of a loss vector, chunked over probes (eager).
 
     Args:
@@ -173,6 +175,7 @@ def jacobian_grams(loss_of: Callable, groups: Dict[str, list], n: int, use_pfor:
         groups: Group name → variables (each variable in one group).
         n: Number of probes.
         use_pfor: Vectorize the jacobian (pfor); False runs a while loop over probes.
+        split: Only the cross block between probes ``[0, split)`` and ``[split, n)`` (see ``gram_from_chunks``).
 
     Returns:
         ``({group: (N, N)}, losses (N,))``.
@@ -193,7 +196,7 @@ def jacobian_grams(loss_of: Callable, groups: Dict[str, list], n: int, use_pfor:
             )
         return loss, jacobian_rows(tape, loss, variables, use_pfor=use_pfor)
 
-    return _grouped_grams(chunk, groups, n)
+    return _grouped_grams(chunk, groups, n, split=split)
 
 
 def _grouped_grams(

@@ -184,6 +184,27 @@ class KerasAdapter:
             return [u.name for u in self._units()]
         return list(self._order)
 
+    def gram_blocks(self, x, y, **blocking):
+        """The Gram matrix as a stream of blocks in bounded memory (see ``engine.api.gram_blocks``).
+
+        ``blocking``: memory_budget, block_size, worker, workers, devices, progress, extra_probe_bytes,
+        extra_blocks.
+        """
+        from keras_stiffness.engine.api import gram_blocks
+
+        blocks = gram_blocks(
+            self.model,
+            x,
+            y,
+            loss=self.loss,
+            method=self.method,
+            chunk_size=self.chunk_size,
+            precision=self.precision,
+            **blocking,
+        )
+        self._order = list(blocks.layers)
+        return blocks
+
     def gram(self, x: np.ndarray, y: np.ndarray) -> GramResult:
         from keras_stiffness.engine.api import gradient_gram
 
@@ -326,6 +347,26 @@ class FunctionAdapter:
     def layer_names(self) -> List[str]:
         return list(self.groups)
 
+    def gram_blocks(self, x, y, **blocking):
+        """The Gram matrix as a stream of blocks in bounded memory (jacobians of stacked block pairs).
+
+        ``blocking``: as for :meth:`KerasAdapter.gram_blocks`.
+        """
+        from keras_stiffness.engine.blocks import GramBlocks, plan_blocks
+
+        setup = _FunctionBlocks(self, *check_probes(x, y))
+        plan = plan_blocks(
+            setup.n,
+            probe_bytes=setup.probe_bytes + int(blocking.pop("extra_probe_bytes", 0)),
+            layers=len(self.groups),
+            memory_budget=blocking.pop("memory_budget", None),
+            block_size=blocking.pop("block_size", None),
+            worker=blocking.pop("worker", 0),
+            workers=blocking.pop("workers", 1),
+            extra_blocks=blocking.pop("extra_blocks", 0),
+        )
+        return GramBlocks(setup, plan, **blocking)
+
     def gram(self, x: np.ndarray, y: np.ndarray) -> GramResult:
         from keras_stiffness.engine.fallback import jacobian_grams
 
@@ -384,6 +425,43 @@ class FunctionAdapter:
                 f"Received: per-example losses of shape {values.shape} from {name!r} for {len(y2)} probes; "
                 f"expected shape ({len(y2)},), one loss per example. Do not reduce over the batch."
             )
+
+
+class _FunctionBlocks:
+    """A :class:`FunctionAdapter`'s probes, ready for Gram blocks: each pair is the jacobian of the two
+    blocks stacked, of which only the cross block is formed."""
+
+    method = "jacobian"
+
+    def __init__(self, adapter: "FunctionAdapter", x, y) -> None:
+        self.adapter, self.x, self.y, self.n = adapter, x, y, len(y)
+        self.layer_names = list(adapter.groups)
+        self.rules = {name: "jacobian" for name in self.layer_names}
+        self.probe_bytes = sum(leaf[:1].nbytes for leaf in nested.leaves(x)) + 8
+        self.name = getattr(adapter.per_example_loss, "__name__", "per_example_loss")
+
+    def capture_block(self, lo: int, hi: int):
+        from keras_stiffness.engine.api import BlockCapture
+
+        return BlockCapture(lo, hi, None, None)
+
+    def pair_grams(self, first, second, block_elements: int) -> Dict[str, np.ndarray]:
+        from keras_stiffness.engine.fallback import jacobian_grams
+
+        parts = [(first.lo, first.hi)] if first is second else [(first.lo, first.hi), (second.lo, second.hi)]
+        x = nested.concat([nested.cut(self.x, lo, hi) for lo, hi in parts])
+        y = np.concatenate([self.y[lo:hi] for lo, hi in parts])
+        split = None if first is second else first.hi - first.lo
+        grams, losses = jacobian_grams(
+            lambda lo, hi: self.adapter.per_example_loss(nested.cut(x, lo, hi), y[lo:hi]),
+            self.adapter.groups,
+            len(y),
+            split=split,
+        )
+        if split is None:
+            check_losses(losses, self.name)
+            first.losses = losses
+        return grams
 
 
 ADAPTER_METHODS = ("layer_names", "gram", "representations", "describe", "check_probes")
