@@ -28,6 +28,15 @@ reads y of an .npz as regression targets (unchanged, no classes) and draws --pro
 Prints a table (default) or JSON (--format json: stdout carries only the JSON). --out writes the
 same one-row HDF5 run file the training callback writes (readable by kstiff inspect / plot).
 
+Memory stays within --memory-budget (default: 2 GiB, or a quarter of the machine's memory when
+that is less) at any number of probes: the Gram matrix is formed and summarized block by block, never
+whole. Measurements longer than a few seconds show their progress on stderr. --save-gram also writes
+the matrix into the run file, block by block.
+
+Several processes share the work when TF_CONFIG describes a cluster (tf.distribute's
+MultiWorkerMirroredStrategy): start the same command in every worker; each forms its share of the Gram
+blocks, the sums are combined with TensorFlow's collectives, and only the chief prints and writes --out.
+
 Files are loaded in Keras' safe mode: a model with Lambda layers needs --unsafe (only for files you
 trust). Custom layers or models need --custom-objects module:attr (repeatable; a class, function or
 dict; modules are imported from the current folder too), unless Keras already knows them.
@@ -93,6 +102,28 @@ dict; modules are imported from the current folder too), unless Keras already kn
     help="Also write the measurement as a one-row run file.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace the --out file if it exists.")
+@click.option(
+    "--memory-budget",
+    default=None,
+    metavar="SIZE",
+    help="Memory for the measurement's Gram blocks and summaries, e.g. 2GiB or 500MB. Default: min(2GiB, memory/4).",
+)
+@click.option(
+    "--block-size",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Probes per Gram block, instead of the size the memory budget allows.",
+)
+@click.option("--save-gram", is_flag=True, help="Also write the (N, N) Gram matrix into the --out run file.")
+@click.option(
+    "--gram-dtype",
+    type=click.Choice(["float64", "float32"]),
+    default="float64",
+    show_default=True,
+    help="How --save-gram stores the matrix (float32: half the size).",
+)
+@click.option("--large-gram", is_flag=True, help="Allow a saved Gram matrix over 2 GiB (N > 16,384 in float64).")
 @format_option
 def analyze_command(
     model_path,
@@ -111,6 +142,11 @@ def analyze_command(
     custom_specs,
     out,
     overwrite,
+    memory_budget,
+    block_size,
+    save_gram,
+    gram_dtype,
+    large_gram,
     fmt,
 ):
     from keras_stiffness.app.analysis import (
@@ -119,9 +155,22 @@ def analyze_command(
         check_model_fits,
         load_model,
         parse_custom_objects,
-        write_measurement,
     )
-    from keras_stiffness.validation import check_writable
+    from keras_stiffness.measure.distribute import cluster_size_from_env
+    from keras_stiffness.validation import check_memory_budget, check_writable
+
+    with as_usage_error(ValueError, "'--memory-budget'"):
+        budget = None if memory_budget is None else check_memory_budget(memory_budget, "--memory-budget")
+    if save_gram and out is None:
+        raise click.BadParameter("writes into the run file: pass --out RUN.h5 too.", param_hint="'--save-gram'")
+    with as_usage_error(ValueError, "TF_CONFIG"):
+        workers = cluster_size_from_env()
+    if save_gram and workers > 1:
+        raise click.BadParameter(
+            f"needs the whole Gram matrix in one process; TF_CONFIG describes {workers} workers, each forming a "
+            "share. Run one process for --save-gram.",
+            param_hint="'--save-gram'",
+        )
 
     regression = target_kind == "regression"
     if n_probes is not None and not regression:
@@ -146,6 +195,11 @@ def analyze_command(
             )
         with as_usage_error(OSError, "'--out'"):
             check_writable(out, overwrite=overwrite, exists_fix="Pass --overwrite to replace it.")
+    strategy = None
+    if workers > 1:  # before any TensorFlow op: TensorFlow sets up its collectives at startup
+        from keras_stiffness.measure.distribute import strategy_from_env
+
+        strategy = strategy_from_env()
     if custom_specs and os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # as `python -m` does: modules of the current folder import
     with as_usage_error((ValueError, TypeError), "'--custom-objects'"):
@@ -177,19 +231,42 @@ def analyze_command(
         probes = make_probes(dataset, n=n_probes, seed=seed)
     else:
         probes = make_probes(dataset, per_class=per_class, val_per_class=val_per_class, seed=seed)
-    config = MeasureConfig(layers=layer_names if layer_names is not None else "all", metric=metric, bins=bins)
-    m, gram, description = analyze(adapter, probes, config)
-    if out is not None:
-        write_measurement(
-            out,
-            m,
-            gram,
-            probes,
-            description,
-            config,
-            overwrite=overwrite,
-            extra_config={"analyze": {"model_path": os.path.abspath(model_path), "data": data, "targets": target_kind}},
+    config = MeasureConfig(
+        layers=layer_names if layer_names is not None else "all",
+        metric=metric,
+        bins=bins,
+        save_gram=save_gram,
+        gram_dtype=gram_dtype,
+    )
+    if save_gram:
+        from keras_stiffness.store.layout import check_gram_size
+
+        with as_usage_error(ValueError, "'--save-gram'"):
+            check_gram_size(probes.n, gram_dtype, large_gram=large_gram)
+    from keras_stiffness.measure.distribute import is_chief, worker_share
+    from keras_stiffness.measure.progress import Progress
+
+    m, info, description = analyze(
+        adapter,
+        probes,
+        config,
+        memory_budget=budget,
+        block_size=block_size,
+        strategy=strategy,
+        progress=Progress("kstiff analyze"),
+        out=out,
+        overwrite=overwrite,
+        large_gram=large_gram,
+        extra_config={"analyze": {"model_path": os.path.abspath(model_path), "data": data, "targets": target_kind}},
+    )
+    if not is_chief(strategy):
+        index, count = worker_share(strategy)
+        click.echo(
+            f"worker {index} of {count}: formed {info.plan['worker_pairs']} of {info.plan['block_pairs']} Gram block "
+            "pairs; the chief prints the result and writes --out.",
+            err=True,
         )
+        return
     result = analysis_result(
         m, probes, description, model_path=model_path, input_shape=model_input_shape(model), metric=metric, run_file=out
     )

@@ -457,7 +457,5 @@ def check_memory_budget(value, name: str = "memory_budget") -> int:
     else:
         raise TypeError(f"Received: {name}={value!r}; expected bytes as an integer or a string such as '2GiB'.")
     if size < MIN_MEMORY_BUDGET:
-        raise ValueError(
-            f"Received: {name}={value!r} ({size} bytes); expected at least 16MiB. Fix: pass e.g. '2GiB'."
-        )
+        raise ValueError(f"Received: {name}={value!r} ({size} bytes); expected at least 16MiB. Fix: pass e.g. '2GiB'.")
     return size

@@ -219,15 +219,15 @@ def test_on_error_policy(data):
 
     class Flaky(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            real = cb._adapter.gram
+            real = cb._adapter.gram_blocks
 
-            def gram(xp, yp):
+            def gram(xp, yp, **blocking):
                 calls["n"] += 1
                 if calls["n"] == 1:
                     raise RuntimeError("boom")
-                return real(xp, yp)
+                return real(xp, yp, **blocking)
 
-            cb._adapter.gram = gram
+            cb._adapter.gram_blocks = gram
 
     # Flaky patches the adapter once the callback has built it (callbacks run in order).
     with warnings.catch_warnings(record=True) as caught:

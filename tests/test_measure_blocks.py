@@ -141,7 +141,7 @@ def test_progress_reports_every_block():
         block_size=4,
         progress=lambda d, t: seen.append((d, t)),
     )
-    assert seen and seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == list(range(1, len(seen) + 1))
+    assert seen and seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == list(range(len(seen)))
 
 
 MIRRORED = textwrap.dedent(
@@ -166,7 +166,8 @@ MIRRORED = textwrap.dedent(
     placed = []
     mirrored, info = measure(KerasAdapter(model), probes, config, block_size=4, strategy=strategy)
     assert_same(mirrored, single, rtol=1e-9)
-    print(json.dumps({"workers": info.plan["workers"], "pairs": info.plan["worker_pairs"], "all": info.plan["pairs"]}))
+    plan = info.plan
+    print(json.dumps({"workers": plan["workers"], "pairs": plan["worker_pairs"], "all": plan["block_pairs"]}))
     """
 )
 

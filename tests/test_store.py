@@ -110,6 +110,12 @@ def test_tags_and_series_shapes(tmp_path):
             "probe_loss",
             "probe_val_loss",
             "seconds",
+            "memory_budget",
+            "block_size",
+            "blocks",
+            "block_pairs",
+            "worker_pairs",
+            "workers",
         ]
         assert tags["step"].dtype == np.int64 and tags["step"].tolist() == [0, 5, 7, 30]
         assert np.isnan(tags["train_loss"][0])

@@ -92,7 +92,7 @@ def test_every_numeric_dataset_is_checksummed_and_still_swmr_resizable(tmp_path)
         for step in (0, 10, 20):
             writer.append(make_measurement(step, save_gram=True))
     with h5py.File(path, "r") as f:
-        assert int(f.attrs["format_version"]) == FORMAT_VERSION == 2
+        assert int(f.attrs["format_version"]) == FORMAT_VERSION == 3
         for name in GROWING + FIXED_NUMBERS:
             assert f[name].fletcher32 and f[name].chunks, name
         for name in GROWING:
@@ -276,12 +276,16 @@ def test_resuming_a_version_1_file_upgrades_it_to_the_current_version(tmp_path):
         assert record["from_format_version"] == 1 and record["rows_dropped"] == 1
         assert record["after_crash"] is False
     result = inspect(path)
-    assert result.exit_code == 0 and "(format version 2)" in result.stdout
+    assert result.exit_code == 0 and "(format version 3)" in result.stdout
 
 
 def test_resuming_a_version_2_file_records_its_version(tmp_path):
     path = tmp_path / "run.h5"
     write_run(path, save_gram=False)
+    with h5py.File(path, "r+") as f:  # a version-2 file: the series of version 3 did not exist yet
+        for name in ("memory_budget", "block_size", "blocks", "block_pairs", "worker_pairs", "workers"):
+            del f[name]
+        f.attrs["format_version"] = np.int64(2)
     size = path.stat().st_size
     with RunWriter.resume(path, make_info(), from_step=20):
         pass
@@ -290,17 +294,17 @@ def test_resuming_a_version_2_file_records_its_version(tmp_path):
     assert path.stat().st_size < 2 * size  # shortened in place, not rewritten
 
 
-def test_a_version_3_file_is_refused(tmp_path):
+def test_a_version_4_file_is_refused(tmp_path):
     path = tmp_path / "run.h5"
     write_run(path, save_gram=False)
     with h5py.File(path, "r+") as f:
-        f.attrs["format_version"] = np.int64(3)
+        f.attrs["format_version"] = np.int64(4)
     before = path.read_bytes()
-    with pytest.raises(FormatVersionError, match="format_version=3; expected <= 2: it was written by a newer"):
+    with pytest.raises(FormatVersionError, match="format_version=4; expected <= 3: it was written by a newer"):
         open_run(path)
-    with pytest.raises(FormatVersionError, match="format_version=3"):
+    with pytest.raises(FormatVersionError, match="format_version=4"):
         RunWriter.resume(path, make_info(), from_step=0)
-    assert_one_line_error(inspect(path), "format_version=3", "upgrade")
+    assert_one_line_error(inspect(path), "format_version=4", "upgrade")
     assert path.read_bytes() == before
 
 
@@ -343,7 +347,7 @@ def test_analyze_records_its_seconds(tmp_path):
     import keras
 
     from keras_stiffness import ProbeSet
-    from keras_stiffness.app.analysis import analyze, write_measurement
+    from keras_stiffness.app.analysis import analyze
 
     rng = np.random.default_rng(1)
     y = np.arange(40) % 2
@@ -352,12 +356,10 @@ def test_analyze_records_its_seconds(tmp_path):
     model.compile("sgd", "sparse_categorical_crossentropy")
     probes = ProbeSet(x, y, per_class=4)
     start = time.perf_counter()
-    m, gram, description = analyze(model, probes)
+    m, info, description = analyze(model, probes)
     elapsed = time.perf_counter() - start
     assert 0 < m.seconds <= elapsed
-    from keras_stiffness.measure.config import MeasureConfig
-
     path = str(tmp_path / "one.h5")
-    write_measurement(path, m, gram, probes, description, MeasureConfig())
+    m2, _, _ = analyze(model, probes, out=path)
     with open_run(path) as run:
-        assert run.tags["seconds"].tolist() == [m.seconds]
+        assert run.tags["seconds"].tolist() == [m2.seconds]

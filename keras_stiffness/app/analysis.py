@@ -10,7 +10,7 @@ Example:
     >>> model = load_model("model.keras")  # doctest: +SKIP
     >>> data = load_data("digits")  # doctest: +SKIP
     >>> data, note = check_model_fits(model, data)  # doctest: +SKIP
-    >>> m, gram, description = analyze(model, probes)  # doctest: +SKIP
+    >>> m, info, description = analyze(model, probes)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -381,8 +381,22 @@ def _same_count_other_shape(expected: tuple, given: tuple) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
-def analyze(model, probes, config=None, *, loss=None):
-    """Measure the stiffness of ``model`` once on ``probes``.
+def analyze(
+    model,
+    probes,
+    config=None,
+    *,
+    loss=None,
+    memory_budget=None,
+    block_size: Optional[int] = None,
+    strategy=None,
+    progress=None,
+    out: Optional[str] = None,
+    overwrite: bool = False,
+    large_gram: bool = False,
+    extra_config: Optional[dict] = None,
+):
+    """Measure the stiffness of ``model`` once on ``probes``, optionally into a one-row run file.
 
     Args:
         model: A Keras model (wrapped in a :class:`~keras_stiffness.measure.adapters.KerasAdapter`
@@ -390,28 +404,123 @@ def analyze(model, probes, config=None, *, loss=None):
         probes: A :class:`~keras_stiffness.data.probes.ProbeSet`.
         config: A :class:`~keras_stiffness.measure.measuring.MeasureConfig` (default settings when None).
         loss: Loss to differentiate; default the model's compiled loss.
+        memory_budget, block_size, strategy, progress: As for
+            :func:`~keras_stiffness.measure.measuring.measure`.
+        out: Write the measurement as a one-row run file (the StiffnessCallback's format) here. With
+            ``config.save_gram`` the Gram matrix is written block by block as it is formed. The file
+            is written beside ``out`` and moved into place only when complete, so a failed
+            measurement leaves an existing file as it was. Under several workers only the chief writes.
+        overwrite: Replace ``out`` if it exists.
+        large_gram: With ``config.save_gram``: allow a Gram matrix over 2 GiB in the file.
+        extra_config: More JSON-ready items for the run file's configuration.
 
     Returns:
-        ``(Measurement, GramResult, description)`` with the adapter's model description. The
-        measurement's ``seconds`` is the wall time of this call (``write_measurement`` excluded).
+        ``(Measurement, MeasureInfo, description)`` with the adapter's model description. The
+        measurement's ``seconds`` is the wall time up to just before its row is written.
 
     Raises:
-        ValueError: No loss (uncompiled model and ``loss`` None), unknown layer names, bad probes.
+        ValueError: No loss (uncompiled model and ``loss`` None), unknown layer names, bad probes,
+            ``save_gram`` under several workers.
+        FileExistsError: ``out`` exists and ``overwrite`` is False.
     """
     import time
 
     from keras_stiffness.measure.adapters import as_adapter
     from keras_stiffness.measure.config import MeasureConfig
-    from keras_stiffness.measure.measuring import measure
+    from keras_stiffness.measure.distribute import is_chief, worker_share
+    from keras_stiffness.measure.measuring import measure, set_cost
 
     start = time.perf_counter()
     config = config if config is not None else MeasureConfig()
+    if config.save_gram and worker_share(strategy)[1] > 1:
+        raise ValueError(
+            "Received save_gram with several workers; each worker forms only its share of the Gram blocks, "
+            "so no process holds the matrix to write. Fix: run one process for --save-gram."
+        )
     adapter = as_adapter(model, loss=loss)
     adapter.check_probes(probes.x, probes.targets)
-    m, gram = measure(adapter, probes, config)
     description = adapter.describe()
-    m.seconds = time.perf_counter() - start
-    return m, gram, description
+    record = None
+    if out is not None and is_chief(strategy):
+        run_config = {"measure": config.to_dict(), "probes": probes.describe(), **(extra_config or {})}
+        record = _RunRecord(out, probes, description, config, run_config, overwrite, large_gram)
+    try:
+        m, info = measure(
+            adapter,
+            probes,
+            config,
+            memory_budget=memory_budget,
+            block_size=block_size,
+            strategy=strategy,
+            progress=progress,
+            on_start=record.start if record else None,
+            on_block=record.block if record and config.save_gram else None,
+        )
+        set_cost(m, info)
+        m.seconds = time.perf_counter() - start
+        if record is not None:
+            record.finish(m)
+    except BaseException:
+        if record is not None:
+            record.discard()
+        raise
+    return m, info, description
+
+
+class _RunRecord:
+    """A one-row run file written while the measurement streams, moved into place when complete."""
+
+    def __init__(
+        self, path: str, probes, description: dict, config, run_config: dict, overwrite: bool, large_gram: bool
+    ) -> None:
+        from keras_stiffness.store.layout import check_gram_size
+        from keras_stiffness.store.writer import EXISTS_FIX
+        from keras_stiffness.validation import check_writable
+
+        check_writable(path, overwrite=overwrite, exists_fix=EXISTS_FIX)
+        if config.save_gram:
+            check_gram_size(probes.n, config.gram_dtype, large_gram=large_gram)
+        self.large_gram = large_gram
+        self.path, self.probes, self.description = path, probes, description
+        self.config, self.run_config = config, run_config
+        folder, name = os.path.split(os.path.abspath(path))
+        self.partial = os.path.join(folder, f".{name}.{os.getpid()}.partial")
+        self.writer = None
+        self.row = None
+
+    def start(self, header) -> None:
+        from keras_stiffness.callback.recording import make_run_info
+        from keras_stiffness.store.writer import RunWriter
+
+        info = make_run_info(
+            header,
+            self.probes,
+            self.description,
+            rules=header.rules,
+            config=self.run_config,
+            metric=self.config.metric,
+            min_count=self.config.min_count,
+            save_gram=self.config.save_gram,
+            bins=header.bins,
+            gram_dtype=self.config.gram_dtype,
+        )
+        self.writer = RunWriter.create(self.partial, info, overwrite=True, large_gram=self.large_gram)
+        if self.config.save_gram:
+            self.row = self.writer.begin_gram()
+
+    def block(self, block) -> None:
+        self.row.write(block.rows.start, block.cols.start, block.total)
+
+    def finish(self, m) -> None:
+        self.writer.append(m)
+        self.writer.close()
+        os.replace(self.partial, self.path)
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if os.path.exists(self.partial):
+            os.remove(self.partial)
 
 
 def analysis_result(
@@ -447,43 +556,3 @@ def analysis_result(
             "run_file": run_file,
         }
     )
-
-
-def write_measurement(
-    path: str,
-    m,
-    gram,
-    probes,
-    description: dict,
-    config,
-    *,
-    overwrite: bool = False,
-    extra_config: Optional[dict] = None,
-) -> str:
-    """Write one measurement as a one-row run file (the StiffnessCallback's format).
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-        FileNotFoundError / PermissionError: The folder is missing or not writable.
-    """
-    from keras_stiffness.callback.recording import make_run_info
-    from keras_stiffness.store.writer import EXISTS_FIX, RunWriter
-    from keras_stiffness.validation import check_writable
-
-    check_writable(path, overwrite=overwrite, exists_fix=EXISTS_FIX)
-    info = make_run_info(
-        m,
-        probes,
-        description,
-        rules=gram.rules,
-        config={"measure": config.to_dict(), "probes": probes.describe(), **(extra_config or {})},
-        metric=config.metric,
-        min_count=config.min_count,
-        save_gram=config.save_gram,
-    )
-    writer = RunWriter.create(path, info, overwrite=overwrite)
-    try:
-        writer.append(m)
-    finally:
-        writer.close()
-    return path

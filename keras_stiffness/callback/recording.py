@@ -40,7 +40,7 @@ def log_scalars(m: Measurement) -> Dict[str, float]:
 
 
 def make_run_info(
-    m: Measurement,
+    names,
     probes,
     description: dict,
     *,
@@ -49,8 +49,12 @@ def make_run_info(
     metric: str,
     min_count: int,
     save_gram: bool,
+    bins: int,
+    gram_dtype: str = "float64",
 ):
-    """The run file's header (:class:`~keras_stiffness.store.layout.RunInfo`) for measurements like ``m``."""
+    """The run file's header (:class:`~keras_stiffness.store.layout.RunInfo`) for measurements named
+    like ``names`` (a :class:`~keras_stiffness.measure.measuring.MeasureHeader` or a Measurement:
+    anything with ``pair_sets``, ``measures``, ``layers`` and ``spaces``)."""
     from keras_stiffness.store.layout import RunInfo
     from keras_stiffness.version import library_versions
 
@@ -63,14 +67,15 @@ def make_run_info(
         probe_indices=np.asarray(probes.indices),
         probe_is_val=np.asarray(probes.is_val),
         probe_hash=probes.hash,
-        pair_sets=tuple(m.pair_sets),
-        measures=tuple(m.measures),
-        layers=tuple(m.layers),
-        spaces=tuple(m.spaces),
-        bins=int(m.distance_edges.shape[-1] - 1),
+        pair_sets=tuple(names.pair_sets),
+        measures=tuple(names.measures),
+        layers=tuple(names.layers),
+        spaces=tuple(names.spaces),
+        bins=int(bins),
         metric=metric,
         min_count=int(min_count),
         save_gram=bool(save_gram),
+        gram_dtype=gram_dtype,
         config=config,
         model_summary=summary,
         loss=str(description.get("loss", "")),
@@ -92,12 +97,11 @@ def _diverging_image(matrix: np.ndarray) -> np.ndarray:
     return img[None].astype(np.float32)
 
 
-def write_tensorboard(writer, m: Measurement, gram, probes, config) -> None:
+def write_tensorboard(writer, m: Measurement, sampled_cos: np.ndarray) -> None:
     """Within/between scalars, the train–train class matrices as images, and a histogram of pairwise
-    cosine stiffness, at step ``m.step``."""
+    cosine stiffness (``MeasureInfo.sampled_cos``: every train–train pair, evenly thinned past 2**20),
+    at step ``m.step``."""
     import tensorflow as tf
-
-    from keras_stiffness.math.stiffness import cosine_stiffness
 
     with writer.as_default(step=int(m.step)):
         for name, value in log_scalars(m).items():
@@ -105,7 +109,5 @@ def write_tensorboard(writer, m: Measurement, gram, probes, config) -> None:
                 tf.summary.scalar(name, value)
         for k, measure in enumerate(m.measures if m.class_matrix.shape[-1] else ()):
             tf.summary.image(f"stiffness_class_matrix_{measure}", _diverging_image(m.class_matrix[0, k]))
-        train = ~np.asarray(probes.is_val)
-        s, _ = cosine_stiffness(gram.total[np.ix_(train, train)])
-        tf.summary.histogram("stiffness_pairwise_cos", s[np.triu_indices(len(s), k=1)])
+        tf.summary.histogram("stiffness_pairwise_cos", np.asarray(sampled_cos))
     writer.flush()

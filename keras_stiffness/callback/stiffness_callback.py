@@ -15,7 +15,7 @@ from keras_stiffness.callback.schedule import StepSchedule, make_schedule
 from keras_stiffness.math.record import Measurement
 from keras_stiffness.measure.adapters import as_adapter
 from keras_stiffness.measure.config import MeasureConfig
-from keras_stiffness.measure.measuring import measure
+from keras_stiffness.measure.measuring import measure, set_cost
 
 ScheduleArg = Union[None, str, Sequence[int]]
 
@@ -56,7 +56,11 @@ class StiffnessCallback(keras.callbacks.Callback):
         layers: Layers whose representation spaces get distance curves: "all", "none" or names.
         metric: Distance metric, "cosine" (``1 − cos``) or "euclidean".
         bins: Distance bins; ``min_count``: fewest pairs for a bin to count.
-        save_gram: Also store the raw ``(N, N)`` Gram matrix in each row.
+        save_gram: Also store the raw ``(N, N)`` Gram matrix in each row, written block by block as it
+            is formed (never held whole).
+        gram_dtype: How ``save_gram`` stores it: ``"float64"`` or ``"float32"`` (half the size).
+        large_gram: Allow a saved Gram matrix over 2 GiB per row (N > 16,384 in float64); without it
+            such a run is refused at once, saying so.
         loss: Loss to differentiate; default the model's compiled loss.
         method: Gram method, "auto", "structured" or "jacobian".
         adapter: Measure through this :class:`~keras_stiffness.measure.adapters.StiffnessAdapter`
@@ -72,6 +76,17 @@ class StiffnessCallback(keras.callbacks.Callback):
         resume: Append to an existing run file: checks its format and probe hash, drops rows at or
             beyond the current optimizer step, and continues (use with ``initial_epoch`` > 0).
         run_config: Extra JSON-serializable items stored in the run's configuration.
+        memory_budget: Bytes, or a string such as ``"2GiB"``, that a measurement may use for its Gram
+            blocks, representations and summaries (default ``min(2 GiB, memory / 4)``): the ``(N, N)``
+            Gram matrix is never formed, so any number of probes fits. Recorded with every row.
+        strategy: A ``tf.distribute`` strategy to share the measurement. Default: the model's own
+            (``model.distribute_strategy``): under a ``MirroredStrategy`` the Gram blocks are spread
+            over its devices. Under a ``MultiWorkerMirroredStrategy`` (driven from a custom training loop
+            through ``keras.callbacks.CallbackList``, see the README) every worker measures its share of
+            the blocks, the sums are all-reduced so every worker logs the same scalars, and only the
+            chief writes the run file.
+        verbose: Show the progress of measurements longer than a few seconds on stderr (blocks done
+            of total, time left), as separate lines beside Keras' progress bar.
 
     Raises:
         TypeError: ``probes`` is not a ProbeSet.
@@ -107,6 +122,8 @@ class StiffnessCallback(keras.callbacks.Callback):
         bins: int = 20,
         min_count: int = 10,
         save_gram: bool = False,
+        gram_dtype: str = "float64",
+        large_gram: bool = False,
         loss=None,
         method: str = "auto",
         adapter=None,
@@ -115,12 +132,15 @@ class StiffnessCallback(keras.callbacks.Callback):
         overwrite: bool = False,
         resume: bool = False,
         run_config: Optional[dict] = None,
+        memory_budget=None,
+        strategy=None,
+        verbose: int = 0,
     ):
         super().__init__()
         from keras_stiffness.data.probes import ProbeSet
         from keras_stiffness.engine.api import parse_method
         from keras_stiffness.measure.adapters import StiffnessAdapter
-        from keras_stiffness.validation import check_choice, check_writable
+        from keras_stiffness.validation import check_choice, check_memory_budget, check_writable
 
         if not isinstance(probes, ProbeSet):
             raise TypeError(
@@ -153,7 +173,13 @@ class StiffnessCallback(keras.callbacks.Callback):
             bins=bins,
             min_count=min_count,
             save_gram=save_gram,
+            gram_dtype=gram_dtype,
         )
+        self.large_gram = bool(large_gram)
+        if self.config.save_gram and path is not None:
+            from keras_stiffness.store.layout import check_gram_size
+
+            check_gram_size(probes.n, self.config.gram_dtype, large_gram=self.large_gram)
         self.loss = loss
         self.method = parse_method(method).value
         self.adapter = adapter
@@ -162,6 +188,9 @@ class StiffnessCallback(keras.callbacks.Callback):
         self.overwrite = bool(overwrite)
         self.resume = bool(resume)
         self.run_config = dict(run_config or {})
+        self.memory_budget = None if memory_budget is None else check_memory_budget(memory_budget)
+        self.strategy = strategy
+        self.verbose = int(verbose)
         if self.path is not None:
             check_writable(
                 self.path,
@@ -174,6 +203,7 @@ class StiffnessCallback(keras.callbacks.Callback):
         self.seconds: list = []
         self.last_scalars: dict = {}
         self._writer = None
+        self._gram_row = None
         self._tb = None
         self._adapter = None
         self._start = None
@@ -259,13 +289,41 @@ class StiffnessCallback(keras.callbacks.Callback):
             "wall_time": time.time() - self._start,
         }
 
+    def _strategy(self):
+        """The strategy to share measurements with: the one given, else the model's (if any)."""
+        if self.strategy is not None:
+            return self.strategy
+        return getattr(self.model, "distribute_strategy", None)
+
     def _measure(self, step: int, epoch: float, logs, at_start: bool = False) -> Optional[Measurement]:
+        from keras_stiffness.measure.distribute import is_chief, worker_share
+
         start = time.perf_counter()
+        strategy = self._strategy()
+        chief = _is_chief() and is_chief(strategy)
+        to_file = self.path is not None and chief
         try:
-            m, gram = measure(self._adapter, self.probes, self.config, tags={"step": step})
-            for key, value in self._tags(step, epoch, logs, gram.losses).items():
+            if self.config.save_gram and worker_share(strategy)[1] > 1:
+                raise ValueError(
+                    "Received save_gram=True under a strategy with several workers; each worker forms only its "
+                    "share of the Gram blocks, so the chief cannot write the matrix. Fix: save_gram=False, or "
+                    "measure with one worker (kstiff analyze on the saved model)."
+                )
+            m, info = measure(
+                self._adapter,
+                self.probes,
+                self.config,
+                tags={"step": step},
+                memory_budget=self.memory_budget,
+                strategy=strategy,
+                progress=self._progress(),
+                on_start=(lambda header: self._on_start(header, step)) if to_file else None,
+                on_block=self._on_block if to_file and self.config.save_gram else None,
+            )
+            for key, value in self._tags(step, epoch, logs, info.losses).items():
                 setattr(m, key, value)
-            self._record(m, gram, start)
+            set_cost(m, info)
+            self._record(m, info, start, to_file, chief)
         except Exception as exc:  # noqa: BLE001 - the failure policy is the user's choice
             if self.on_error == "raise" or at_start:
                 raise
@@ -279,43 +337,60 @@ class StiffnessCallback(keras.callbacks.Callback):
             self.seconds.append(time.perf_counter() - start)
         return m
 
-    def _record(self, m: Measurement, gram, start: float) -> None:
+    def _progress(self):
+        if not self.verbose:
+            return None
+        from keras_stiffness.measure.progress import Progress
+
+        return Progress("stiffness", in_place=False)  # whole lines: Keras' bar owns the current one
+
+    def _on_start(self, header, step: int) -> None:
+        """Before the blocks stream: open the run file (first measurement) and begin a Gram row."""
+        if self._writer is None:  # opened first: the check of the run file comes early
+            self._writer = self._open_writer(header, step)
+        if self.config.save_gram:
+            self._gram_row = self._writer.begin_gram()
+
+    def _on_block(self, block) -> None:
+        self._gram_row.write(block.rows.start, block.cols.start, block.total)
+
+    def _record(self, m: Measurement, info, start: float, to_file: bool, chief: bool) -> None:
         """Log ``m``, then append it to the run file last, its ``seconds`` (since ``start``) set just before."""
         from keras_stiffness.callback.recording import log_scalars, write_tensorboard
 
         self.measurements.append(m)
         self.last_scalars = log_scalars(m)
-        to_file = self.path is not None and _is_chief()
-        if to_file and self._writer is None:  # opened first: the check of the run file comes early
-            self._writer = self._open_writer(m, gram)
-        if self.tensorboard_dir is not None and _is_chief():
+        if self.tensorboard_dir is not None and chief:
             if self._tb is None:
                 import tensorflow as tf
 
                 self._tb = tf.summary.create_file_writer(self.tensorboard_dir)
-            write_tensorboard(self._tb, m, gram, self.probes, self.config)
+            write_tensorboard(self._tb, m, info.sampled_cos)
         m.seconds = time.perf_counter() - start  # the cost up to the write; the append is excluded
         if to_file:
             self._writer.append(m)
+            self._gram_row = None
 
-    def _open_writer(self, m: Measurement, gram):
+    def _open_writer(self, header, step: int):
         from keras_stiffness.callback.recording import make_run_info
         from keras_stiffness.store.writer import RunWriter
 
         description = self._adapter.describe()
         info = make_run_info(
-            m,
+            header,
             self.probes,
             description,
-            rules=gram.rules,
+            rules=header.rules,
             config=self._run_config(description.get("method", self.method)),
             metric=self.config.metric,
             min_count=self.config.min_count,
             save_gram=self.config.save_gram,
+            bins=header.bins,
+            gram_dtype=self.config.gram_dtype,
         )
         if self.resume and os.path.exists(self.path):
-            return RunWriter.resume(self.path, info, from_step=m.step)
-        return RunWriter.create(self.path, info, overwrite=self.overwrite)
+            return RunWriter.resume(self.path, info, from_step=step)
+        return RunWriter.create(self.path, info, overwrite=self.overwrite, large_gram=self.large_gram)
 
     def _run_config(self, method: str) -> dict:
         params = dict(self.params or {})

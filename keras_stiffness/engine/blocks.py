@@ -83,14 +83,14 @@ class BlockPlan:
         """What a measurement records about its blocks (JSON-ready).
 
         Example:
-            >>> BlockPlan(10, 4, 2**30, 3, True).to_dict()["pairs"]
+            >>> BlockPlan(10, 4, 2**30, 3, True).to_dict()["block_pairs"]
             6
         """
         return {
             "memory_budget": int(self.memory_budget),
             "block_size": int(self.block_size),
             "blocks": len(self.bounds),
-            "pairs": len(self.pairs),
+            "block_pairs": len(self.pairs),
             "worker": int(self.worker),
             "workers": int(self.workers),
             "worker_pairs": len(self.my_pairs),
@@ -295,6 +295,8 @@ class GramBlocks:
         if self._norms is not None:
             return self._norms
         n = self.plan.n
+        if self.progress is not None:
+            self.progress(0, self.total_steps)
         out = Norms(np.zeros(n), np.zeros(n), {name: np.zeros(n) for name in self.layers}, np.zeros(n, bool))
         for p, (i, j) in enumerate(self.plan.pairs):
             if i != j or p % self.plan.workers != self.plan.worker:

@@ -38,9 +38,10 @@ TAGS = (
     "probe_val_loss",
 )
 #: Tags that say what a measurement cost. A group of their own, kept out of :data:`TAGS` (which
-#: reports, logs and ``summarize(tags=...)`` iterate): more will join (a memory budget, block
-#: counts), each a float that is NaN when unknown.
-COST_TAGS = ("seconds",)
+#: reports, logs and ``summarize(tags=...)`` iterate), each a float that is NaN when unknown: wall
+#: seconds; the memory budget in bytes; the probes per Gram block, the blocks and block pairs of the
+#: probe set; the pairs this worker formed, and the number of workers sharing them.
+COST_TAGS = ("seconds", "memory_budget", "block_size", "blocks", "block_pairs", "worker_pairs", "workers")
 
 
 @dataclasses.dataclass
@@ -84,6 +85,11 @@ class Measurement:
             own logging (the callback's Keras logs and TensorBoard). Writing the row is excluded.
             NaN when unknown (rows of run files older than format version 2). See
             :data:`COST_TAGS`.
+        memory_budget: Bytes the measurement was allowed for its Gram blocks and summaries.
+        block_size: Probes per Gram block.
+        blocks: Blocks of probes; ``block_pairs``: block pairs ``I <= J`` of the whole Gram matrix.
+        worker_pairs: Block pairs this process formed (all of them on one worker).
+        workers: Processes that shared the measurement.
     """
 
     step: int
@@ -115,6 +121,12 @@ class Measurement:
     probe_loss: float = math.nan
     probe_val_loss: float = math.nan
     seconds: float = math.nan
+    memory_budget: float = math.nan
+    block_size: float = math.nan
+    blocks: float = math.nan
+    block_pairs: float = math.nan
+    worker_pairs: float = math.nan
+    workers: float = math.nan
 
     def scalar(self, name: str, pair_set: str = "train-train", measure: str = "cos") -> float:
         """One summary as a float: ``name`` in {"within", "between", "mean"}.

@@ -223,7 +223,7 @@ class StreamingSummary:
         self._val = np.asarray(is_val)
         self._pair_sets = tuple(name for name in PAIR_SETS if name in blocks)
         layer_norms = dict(layer_norms or {})
-        self._layers = check_names(tuple(layer_norms), "layer_norms")
+        self._layer_names = check_names(tuple(layer_norms), "layer_norms")
         self._inv = [gram_inverse_norms(total)] + [
             gram_inverse_norms(_diagonal(d, f"layer_norms[{name!r}]", n)) for name, d in layer_norms.items()
         ]
@@ -255,7 +255,13 @@ class StreamingSummary:
         return out
 
     def _empty_state(self) -> Dict[str, np.ndarray]:
-        g_, m_, k_, r_, b_ = 1 + len(self._layers), len(self._measures), self._groups, len(self._spaces), self._bins
+        g_, m_, k_, r_, b_ = (
+            1 + len(self._layer_names),
+            len(self._measures),
+            self._groups,
+            len(self._spaces),
+            self._bins,
+        )
         return {
             "class_sums": np.zeros((g_, len(PAIR_SETS), m_, k_, k_)),
             "curve_sums": np.zeros((r_, m_, b_)),
@@ -270,7 +276,12 @@ class StreamingSummary:
     @property
     def layers(self) -> Tuple[str, ...]:
         """Layer names, in the order of ``layer_norms``."""
-        return self._layers
+        return self._layer_names
+
+    @property
+    def pair_sets(self) -> Tuple[str, ...]:
+        """The pair sets the probes have, in :data:`~keras_stiffness.math.record.PAIR_SETS` order."""
+        return self._pair_sets
 
     @property
     def spaces(self) -> Tuple[str, ...]:
@@ -377,8 +388,8 @@ class StreamingSummary:
             )
         shape = (r1 - r0, c1 - c0)
         grams = [self._block(total, "total", shape, where)]
-        per_layer = self._keyed(per_layer, self._layers, "per_layer", "layer_norms")
-        grams += [self._block(per_layer[k], f"per_layer[{k!r}]", shape, where) for k in self._layers]
+        per_layer = self._keyed(per_layer, self._layer_names, "per_layer", "layer_norms")
+        grams += [self._block(per_layer[k], f"per_layer[{k!r}]", shape, where) for k in self._layer_names]
         distances = self._keyed(distances, self._spaces, "distances", "spaces")
         dists = [self._block(distances[k], f"distances[{k!r}]", shape, where) for k in self._spaces]
         row_add, col_add = self._coverage(r0, r1, c0, c1, diagonal, where)
@@ -570,7 +581,7 @@ class StreamingSummary:
             "between": main["between"],
             "mean": main["mean"],
             "pairs": counts.sum(axis=(1, 2)),
-            "layers": self._layers,
+            "layers": self._layer_names,
             **{
                 f"layer_{key}": np.array([t[key] for t in layers]).reshape(shape)
                 for key in ("mean", "within", "between")

@@ -39,7 +39,8 @@ class MeasureConfig:
         metric: "cosine" (``1 − cos``) or "euclidean".
         bins: Number of distance bins.
         min_count: Fewest pairs for a bin to count (bins below are kept but marked by their count).
-        save_gram: Store the raw ``(N, N)`` Gram in each row.
+        save_gram: Store the raw ``(N, N)`` Gram in each row (written block by block as it is formed).
+        gram_dtype: How ``save_gram`` stores it: ``"float64"`` (exact) or ``"float32"`` (half the size).
 
     Raises:
         ValueError: An unknown measure or metric, or a count below 1.
@@ -61,8 +62,11 @@ class MeasureConfig:
     bins: int = 20
     min_count: int = 10
     save_gram: bool = False
+    gram_dtype: str = "float64"
 
     def __post_init__(self) -> None:
+        from keras_stiffness.store.layout import check_gram_dtype
+
         fields = {
             "measures": check_measures(self.measures),
             "distances": bool(self.distances),
@@ -71,6 +75,7 @@ class MeasureConfig:
             "bins": check_int(self.bins, "bins"),
             "min_count": check_int(self.min_count, "min_count"),
             "save_gram": bool(self.save_gram),
+            "gram_dtype": check_gram_dtype(self.gram_dtype),
         }
         for name, value in fields.items():  # frozen: the canonical values are set once, here
             object.__setattr__(self, name, value)

@@ -428,3 +428,45 @@ def check_same_probes(
             "identically on every worker: the same data (same files, same order), the same seed and the same "
             "probe settings (per_class, val_per_class, targets)."
         )
+
+
+def cluster_size_from_env(environ: Optional[Mapping[str, str]] = None) -> int:
+    """Tasks (chief and workers) in the cluster ``TF_CONFIG`` describes; 1 without ``TF_CONFIG``.
+
+    Raises:
+        ValueError: ``TF_CONFIG`` is not JSON with a ``cluster`` and a ``task``.
+
+    Example:
+        >>> conf = '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}'
+        >>> cluster_size_from_env({}), cluster_size_from_env({"TF_CONFIG": conf})
+        (1, 2)
+    """
+    import json
+    import os
+
+    raw = (os.environ if environ is None else environ).get("TF_CONFIG")
+    if not raw:
+        return 1
+    try:
+        conf = json.loads(raw)
+        cluster, task = conf["cluster"], conf["task"]
+        return len(cluster.get("chief", ())) + len(cluster.get("worker", ())) if task else 1
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"Received: TF_CONFIG={raw[:200]!r}; expected JSON with 'cluster' (task type -> addresses) and 'task' "
+            '({"type": "worker", "index": 0}). Fix: set TF_CONFIG as tf.distribute documents, or unset it.'
+        ) from exc
+
+
+def strategy_from_env(timeout_seconds: Optional[float] = DEFAULT_TIMEOUT_SECONDS):
+    """A ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` describes a cluster of several tasks, else None.
+
+    Call it before anything else runs TensorFlow ops in the process (TensorFlow configures its
+    collectives at startup).
+    """
+    if cluster_size_from_env() <= 1:
+        return None
+    import tensorflow as tf
+
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_seconds)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)

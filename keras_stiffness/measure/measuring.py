@@ -44,6 +44,30 @@ class MeasureInfo:
     sampled_cos: np.ndarray
 
 
+@dataclasses.dataclass
+class MeasureHeader:
+    """What a measurement will hold, known before its Gram blocks stream (to open a run file then).
+
+    Attributes:
+        pair_sets, measures, layers, spaces: The names of the measurement's axes.
+        bins: Distance bins.
+        rules: Layer name → how its Gram block is computed.
+        method: ``"structured"`` or ``"jacobian"``.
+        plan: The blocks (``BlockPlan.to_dict()``).
+        n: Number of probes.
+    """
+
+    pair_sets: tuple
+    measures: tuple
+    layers: tuple
+    spaces: tuple
+    bins: int
+    rules: Dict[str, str]
+    method: str
+    plan: dict
+    n: int
+
+
 #: Most train–train cosines kept in ``MeasureInfo.sampled_cos``.
 SAMPLE_PAIRS = 2**20
 
@@ -155,6 +179,7 @@ def measure(
     strategy=None,
     progress: Optional[Callable[[int, int], None]] = None,
     on_block: Optional[BlockHook] = None,
+    on_start: Optional[Callable[[MeasureHeader], None]] = None,
 ) -> tuple:
     """Measure stiffness once, in bounded memory.
 
@@ -172,6 +197,7 @@ def measure(
             call ``measure`` with the same probes; the sums are all-reduced, so all get the same result).
         progress: Called as ``progress(done, total)`` after every Gram block formed.
         on_block: Called with every :class:`~keras_stiffness.engine.blocks.GramBlock` this worker forms.
+        on_start: Called with the :class:`MeasureHeader` once the norms are known, before the blocks.
 
     Returns:
         ``(Measurement, MeasureInfo)``.
@@ -256,6 +282,20 @@ def measure(
         bins=config.bins,
         min_count=config.min_count,
     )
+    if on_start is not None:
+        on_start(
+            MeasureHeader(
+                pair_sets=tuple(summary.pair_sets),
+                measures=tuple(config.measures),
+                layers=tuple(summary.layers),
+                spaces=tuple(summary.spaces),
+                bins=config.bins,
+                rules=dict(blocks.rules),
+                method=blocks.method,
+                plan=plan.to_dict(),
+                n=probes.n,
+            )
+        )
     inv = gram_inverse_norms(norms.total)
     train = ~is_val
     n_train_pairs = int(train.sum()) * (int(train.sum()) - 1) // 2
@@ -283,6 +323,15 @@ def measure(
         sampled_cos=np.concatenate(kept) if kept else np.zeros(0),
     )
     return m, info
+
+
+def set_cost(m, info: MeasureInfo) -> None:
+    """Copy what the measurement cost in memory and blocks into ``m``'s cost tags."""
+    from keras_stiffness.math.record import COST_TAGS
+
+    for key in COST_TAGS:
+        if key in info.plan:
+            setattr(m, key, float(info.plan[key]))
 
 
 def _sample_cos(block, inv: np.ndarray, train: np.ndarray, kept: List[np.ndarray], n_pairs: int) -> None:

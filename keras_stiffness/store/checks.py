@@ -114,22 +114,31 @@ RESUME_FIELDS = (
     "metric",
     "min_count",
     "save_gram",
+    "gram_dtype",
     "n_probes",
 )
 
 
 def info_differences(stored: RunInfo, new: RunInfo) -> Dict[str, Tuple[Any, Any]]:
-    """Fields of :data:`RESUME_FIELDS` whose values differ: name -> (in file, received)."""
+    """Fields of :data:`RESUME_FIELDS` whose values differ: name -> (in file, received).
+
+    ``gram_dtype`` only counts when both store the Gram matrix (``save_gram``).
+    """
     out = {}
     for name in RESUME_FIELDS:
+        if name == "gram_dtype" and not (stored.save_gram and new.save_gram):
+            continue
         a, b = getattr(stored, name), getattr(new, name)
         if (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
             out[name] = (a, b)
     return out
 
 
-def row_arrays(m: Measurement, info: RunInfo) -> Dict[str, np.ndarray]:
+def row_arrays(m: Measurement, info: RunInfo, *, gram_written: bool = False) -> Dict[str, np.ndarray]:
     """Check ``m`` against ``info`` and turn it into one row per series (nothing written).
+
+    With ``save_gram``, the row's Gram matrix comes from ``m.gram``, or, with ``gram_written=True``,
+    was written blockwise beforehand (then ``m.gram`` must be None and the row has no ``gram``).
 
     Raises:
         TypeError: ``m`` is not a Measurement.
@@ -150,12 +159,26 @@ def row_arrays(m: Measurement, info: RunInfo) -> Dict[str, np.ndarray]:
         if s.name == "measurement" or (s.name == "gram" and not info.save_gram):
             continue
         value = getattr(m, s.name)
+        if s.name == "gram" and gram_written:
+            if value is not None:
+                raise MeasurementMismatchError(
+                    f"Received: Measurement with gram of shape {np.shape(value)} while a Gram row written "
+                    "blockwise (RunWriter.begin_gram) is waiting for this append; expected one of the two. "
+                    "Append a Measurement with gram=None to commit the blockwise row, or discard that row "
+                    "first (GramRow.discard()) to append the whole matrix."
+                )
+            continue
         if value is None:
             shape = tuple(sizes[a] for a in s.axes)
             raise MeasurementMismatchError(
                 f"Received: Measurement with {s.name}=None; expected "
                 + (f"an array of shape {shape}" if shape else "a number (NaN when unknown)")
-                + (" because the run was created with save_gram=True." if s.name == "gram" else ".")
+                + (
+                    " because the run was created with save_gram=True (or write the matrix blockwise "
+                    "first: RunWriter.begin_gram())."
+                    if s.name == "gram"
+                    else "."
+                )
             )
         row[s.name] = _cell(s, value, tuple(sizes[a] for a in s.axes))
     return row

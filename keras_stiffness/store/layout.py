@@ -27,9 +27,21 @@ letter      axis name       coordinate values
 ==========  ==============  ======================================================
 
 Format versions: 1 (the first), 2 (every numeric dataset chunked with HDF5's Fletcher32 checksum,
-and the cost tag ``seconds``). Files of version 1 are still read: a series a version lacks (see
+and the cost tag ``seconds``), 3 (the cost tags of a blockwise measurement: ``memory_budget``,
+``block_size``, ``blocks``, ``block_pairs``, ``worker_pairs``, ``workers``). Files of versions 1 and 2
+are still read: a series a version lacks (see
 :attr:`Series.since`) reads as its fill value (NaN), and a damaged chunk goes unnoticed there.
 Reading a chunk whose checksum fails raises :class:`RunDamagedError`.
+
+The optional Gram matrix (``save_gram``): the series ``gram`` of shape ``(rows, N, N)`` is stored in
+square tiles, one row at a time: chunks ``(1, c, c)`` with the tile edge ``c =`` :func:`gram_tile`
+``(N)`` (at most :data:`GRAM_TILE` = 256, so a tile holds at most 512 KiB), each checksummed. A block of
+one row is read without reading the rest of the row, and the writer fills a row block by block
+(:meth:`~keras_stiffness.store.writer.RunWriter.begin_gram`). Its storage type is ``float64`` or
+``float32``, chosen when the run is created (:attr:`RunInfo.gram_dtype`, the file attribute
+``gram_dtype``; files without that attribute, written before it existed, hold float64). One row may
+take at most :data:`GRAM_BYTES_LIMIT` (2 GiB) unless the run is created with ``large_gram=True``
+(:func:`check_gram_size`). Files written before the tiles (chunks of whole rows) read the same way.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
 from dataclasses import field
 from typing import Any, Callable, Dict, Optional, Tuple, Union
@@ -51,7 +64,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 FORMAT = "keras_stiffness.run"
 #: Version of the files this keras_stiffness writes; it reads every version from 1 up to this one.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Every dataset holding numbers is chunked with this HDF5 checksum filter (from format version 2).
 CHECKSUM = "fletcher32"
 METRICS = ("cosine", "euclidean")
@@ -59,6 +72,19 @@ METRICS = ("cosine", "euclidean")
 #: Rows of one chunk hold about this many bytes (at least one row, at most ``MAX_CHUNK_ROWS``).
 CHUNK_BYTES = 32 * 1024
 MAX_CHUNK_ROWS = 512
+
+#: Storage types of the saved Gram matrix (:attr:`RunInfo.gram_dtype`): exact, or half the size.
+GRAM_DTYPES = ("float64", "float32")
+#: Largest edge of the square tiles (HDF5 chunks) the Gram matrix is stored in (see :func:`gram_tile`):
+#: 256, so a float64 tile (512 KiB) fits twice in HDF5's default chunk cache (1 MiB per dataset). A
+#: block written across tiles then updates them in the cache; a tile larger than the cache would be
+#: read and rewritten whole by every partial write (70 times slower for blocks of 64 probes).
+GRAM_TILE = 256
+#: Most bytes one measurement's Gram matrix may take in a run file (2 GiB: N = 16,384 probes in
+#: float64, 23,170 in float32) unless the run is created with ``large_gram=True``. Every row of a run
+#: with ``save_gram`` adds this much to the file, and reading one whole row needs N * N * 8 bytes of
+#: memory (it is returned as float64); see :func:`check_gram_size`.
+GRAM_BYTES_LIMIT = 2 * 2**30
 
 
 class RunFileError(ValueError):
@@ -162,6 +188,9 @@ class RunInfo:
         loss: Name of the loss.
         rules: Layer name -> Gram rule used (``"dense"``, ``"conv"``, ``"fallback:jacobian"``...).
         versions: Library name -> version.
+        gram_dtype: Storage type of the saved Gram matrix, ``"float64"`` (default, exact) or
+            ``"float32"`` (half the file size, about 7 significant digits); it is read back as float64
+            either way. Only used with ``save_gram``.
 
     Example:
         >>> import numpy as np
@@ -192,6 +221,7 @@ class RunInfo:
     loss: str = ""
     rules: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
+    gram_dtype: str = "float64"
 
     def __post_init__(self) -> None:
         self.class_names = list(check_names(self.class_names, "class_names"))
@@ -223,6 +253,7 @@ class RunInfo:
         if not isinstance(self.save_gram, (bool, np.bool_)):
             raise TypeError(f"Received: save_gram={self.save_gram!r}; expected True or False.")
         self.save_gram = bool(self.save_gram)
+        self.gram_dtype = check_gram_dtype(self.gram_dtype)
         for name in ("probe_hash", "model_summary", "loss"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"Received: {name} of type {type(getattr(self, name)).__name__}; expected str.")
@@ -249,6 +280,118 @@ class RunInfo:
             "probe": n,
             "probe_j": n,
         }
+
+
+def check_gram_dtype(value: Any) -> str:
+    """``value`` as the name of a Gram storage type in :data:`GRAM_DTYPES` (``"float64"`` or ``"float32"``).
+
+    Accepts the names and the NumPy types (``np.float32``, ``np.dtype("float32")``).
+
+    Raises:
+        TypeError, ValueError: anything else.
+
+    Example:
+        >>> check_gram_dtype(np.float32)
+        'float32'
+    """
+    expected = (
+        "expected 'float64' (the default, exact) or 'float32' (half the size, about 7 significant digits), "
+        "the type the saved Gram matrix is stored in. Pass gram_dtype='float64' or gram_dtype='float32'."
+    )
+    if not isinstance(value, (str, np.dtype)) and not (isinstance(value, type) and issubclass(value, np.generic)):
+        raise TypeError(f"Received: gram_dtype={value!r} of type {type(value).__name__}; {expected}")
+    try:
+        name = np.dtype(value).name
+    except TypeError:
+        name = None
+    if name not in GRAM_DTYPES:
+        raise ValueError(f"Received: gram_dtype={value!r}; {expected}")
+    return name
+
+
+def gram_bytes(n: int, dtype: Any = "float64") -> int:
+    """Bytes one row of ``gram`` takes in a run file: ``n * n`` values of ``dtype`` (checksums aside).
+
+    Example:
+        >>> gram_bytes(20_000, "float32") / 2**30  # GiB
+        1.4901161193847656
+    """
+    n = check_int(n, "n")
+    return n * n * np.dtype(check_gram_dtype(dtype)).itemsize
+
+
+def gram_max_probes(dtype: Any = "float64", limit: int = GRAM_BYTES_LIMIT) -> int:
+    """The most probes whose Gram matrix, stored as ``dtype``, fits in ``limit`` bytes.
+
+    Example:
+        >>> gram_max_probes("float64"), gram_max_probes("float32")
+        (16384, 23170)
+    """
+    return math.isqrt(limit // np.dtype(check_gram_dtype(dtype)).itemsize)
+
+
+def check_gram_size(n: int, dtype: Any = "float64", *, large_gram: bool = False) -> int:
+    """Check that a saved Gram matrix of ``n`` probes is within :data:`GRAM_BYTES_LIMIT`; return its bytes.
+
+    The limit is per measurement: one row of ``gram``, the ``(N, N)`` matrix of one measurement, may
+    take at most 2 GiB in the run file (N = 16,384 probes stored as float64, 23,170 as float32). Every
+    measurement adds that much to the file. Call it when a run with ``save_gram`` is created (the
+    writer does, in :meth:`~keras_stiffness.store.writer.RunWriter.create`); ``large_gram=True``
+    allows any size.
+
+    Args:
+        n: ``N``, the number of probes.
+        dtype: The storage type, ``"float64"`` or ``"float32"`` (:attr:`RunInfo.gram_dtype`).
+        large_gram: Allow a Gram matrix over the limit.
+
+    Returns:
+        The bytes of one row (:func:`gram_bytes`).
+
+    Raises:
+        ValueError: over the limit without ``large_gram=True`` (the message says the size and the fixes).
+        TypeError: ``large_gram`` is not a bool, or a bad ``n`` / ``dtype``.
+
+    Example:
+        >>> check_gram_size(1000)
+        8000000
+        >>> check_gram_size(20_000, large_gram=True) / 2**30
+        2.9802322387695312
+    """
+    if not isinstance(large_gram, (bool, np.bool_)):
+        raise TypeError(f"Received: large_gram={large_gram!r}; expected True or False.")
+    size = gram_bytes(n, dtype)
+    dtype = check_gram_dtype(dtype)
+    if size > GRAM_BYTES_LIMIT and not large_gram:
+        other = (
+            ""
+            if dtype == "float32"
+            else (f", or gram_dtype='float32' (half the size; up to {gram_max_probes('float32'):,} probes)")
+        )
+        raise ValueError(
+            f"Received: save_gram with N={n:,} probes and gram_dtype={dtype!r}, whose Gram matrix takes "
+            f"{size / 2**30:.2f} GiB ({size:,} bytes) per measurement in the run file; expected at most "
+            f"GRAM_BYTES_LIMIT = {GRAM_BYTES_LIMIT / 2**30:g} GiB per measurement (up to "
+            f"{gram_max_probes(dtype):,} probes in {dtype}). Pass large_gram=True to store it anyway "
+            f"(every measurement adds {size / 2**30:.2f} GiB to the file){other}, or use fewer probes, or "
+            "save_gram=False (every figure and summary is computed without the saved matrix)."
+        )
+    return size
+
+
+def gram_tile(n: int) -> int:
+    """Edge ``c`` of the square tiles (HDF5 chunks ``(1, c, c)``) that store an ``(N, N)`` Gram matrix.
+
+    The matrix is cut into ``t = ceil(N / GRAM_TILE)`` tiles per side of equal edge
+    ``c = ceil(N / t) <= GRAM_TILE`` (256), so a tile holds at most 512 KiB of float64 and the tiles at
+    the edges overhang the matrix by less than ``t`` entries.
+
+    Example:
+        >>> gram_tile(8), gram_tile(256), gram_tile(300), gram_tile(20_000)
+        (8, 256, 150, 254)
+    """
+    n = check_int(n, "n")
+    tiles = -(-n // GRAM_TILE)
+    return -(-n // tiles)
 
 
 def _int_vector(name: str, values: Any) -> np.ndarray:
@@ -304,6 +447,12 @@ SERIES: Tuple[Series, ...] = (
         "Wall seconds the measurement took up to just before its row was written (NaN when unknown)",
         since=2,
     ),
+    Series("memory_budget", (), "f", "Bytes the measurement was allowed for its Gram blocks and summaries", since=3),
+    Series("block_size", (), "f", "Probes per Gram block", since=3),
+    Series("blocks", (), "f", "Blocks of probes the Gram matrix was cut into", since=3),
+    Series("block_pairs", (), "f", "Gram block pairs I <= J of the whole matrix", since=3),
+    Series("worker_pairs", (), "f", "Block pairs the writing process formed (all of them on one worker)", since=3),
+    Series("workers", (), "f", "Processes that shared the measurement", since=3),
     Series(
         "class_matrix",
         ("pair_set", "measure", "class_from", "class_to"),
@@ -340,7 +489,8 @@ SERIES: Tuple[Series, ...] = (
         "gram",
         ("probe", "probe_j"),
         "f",
-        "Gram matrix of the probes' loss gradients, total over layers (only with save_gram)",
+        "Gram matrix of the probes' loss gradients, total over layers (only with save_gram; stored as "
+        "the file attribute gram_dtype says, in square tiles)",
     ),
     Series("measurement", (), "i", "Row number (coordinate of the measurement axis)"),
     Series("step", (), "i", "Optimizer steps taken when measured (0 = at initialization)"),
@@ -377,6 +527,7 @@ def write_layout(f: h5py.File, info: RunInfo, library_version: str) -> None:
     f.attrs["min_count"] = np.int64(info.min_count)
     f.attrs["probe_hash"] = info.probe_hash
     f.attrs["save_gram"] = np.bool_(info.save_gram)
+    f.attrs["gram_dtype"] = info.gram_dtype
     f.attrs["resumed"] = "[]"
 
     sizes = info.axis_sizes()
@@ -412,12 +563,15 @@ def write_layout(f: h5py.File, info: RunInfo, library_version: str) -> None:
         # distance spaces) is made resizable; it never grows.
         chunk = tuple(max(d, 1) for d in shape)
         rows = chunk_rows(int(np.prod(chunk, dtype=np.int64)))
+        dtype = np.float64 if s.kind == "f" else np.int64
+        if s.name == "gram":  # square tiles, one row at a time (see gram_tile)
+            rows, chunk, dtype = 1, (gram_tile(info.n_probes),) * 2, np.dtype(info.gram_dtype)
         datasets[s.name] = f.create_dataset(
             s.name,
             shape=(0,) + shape,
             maxshape=(None,) + tuple(d or None for d in shape),
             chunks=(rows,) + chunk,
-            dtype=np.float64 if s.kind == "f" else np.int64,
+            dtype=dtype,
             fillvalue=s.fill,
             fletcher32=True,
         )
@@ -475,6 +629,8 @@ def read_info(f: h5py.File) -> RunInfo:
         loss=attr_str(f, "loss"),
         rules=json.loads(attr_str(f, "rules")),
         versions=json.loads(attr_str(f, "versions")),
+        # Files written before the attribute existed store the Gram matrix as float64.
+        gram_dtype=attr_str(f, "gram_dtype") if "gram_dtype" in f.attrs else "float64",
     )
 
 
@@ -490,17 +646,18 @@ def missing_series(name: str, info: RunInfo, rows: Optional[int] = None) -> np.n
 
 
 def row_measurement(
-    read: Callable[[str, int], Any], i: int, info: RunInfo, version: int = FORMAT_VERSION
+    read: Callable[[str, int], Any], i: int, info: RunInfo, version: int = FORMAT_VERSION, gram: bool = True
 ) -> Measurement:
     """Read row ``i`` (non-negative, already bounds-checked) back into a Measurement.
 
     ``read(name, i)`` reads row ``i`` of series ``name``; series a file of format ``version`` lacks
-    read as their fill value (:func:`missing_series`).
+    read as their fill value (:func:`missing_series`). ``gram=False`` leaves ``Measurement.gram``
+    None (the Gram matrix is not read).
     """
     present = series_names(info.save_gram, version)
     values: Dict[str, Any] = {
         name: read(name, i) if name in present else missing_series(name, info)[()]
-        for name in series_names(info.save_gram)
+        for name in series_names(info.save_gram and gram)
     }
     values.pop("measurement")
     for name in ("step", "zero_grad"):

@@ -10,6 +10,10 @@ and :meth:`Run.measurement` for the rows they read). In SWMR mode a failed read 
 few times after a refresh: the writer rewrites a chunk in place when it appends to it, and a read
 that overlaps that rewrite fails its checksum without any damage. Files of format version 1 have
 no checksums and no ``seconds`` series (it reads as NaN).
+
+The Gram matrix (runs with ``save_gram``) reads as float64 whatever its storage type
+(``info.gram_dtype``): whole with :meth:`Run.series` (all rows) or :meth:`Run.measurement`, or one
+row, or a block of one row, with :meth:`Run.gram`, which reads only the tiles the block touches.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import h5py
 import numpy as np
@@ -118,12 +122,15 @@ class Run:
             raise damaged_error(self.path, name, exc) from exc
 
     def _read(self, name: str, selection: Any) -> Any:
-        """``dataset[selection]``; a failed read raises RunDamagedError (in SWMR mode after retries)."""
+        """``dataset[selection]``; a failed read raises RunDamagedError (in SWMR mode after retries).
+
+        ``gram`` reads as float64 whatever its storage type (HDF5 converts while reading).
+        """
         ds = self._datasets[name]
         retries = _SWMR_RETRIES if self._swmr else 0
         for attempt in range(retries + 1):
             try:
-                return ds[selection]
+                return ds.astype(np.float64)[selection] if name == "gram" else ds[selection]
             except (OSError, RuntimeError) as exc:
                 if attempt == retries:
                     raise damaged_error(self.path, name, exc) from exc
@@ -224,21 +231,68 @@ class Run:
             return missing_series(name, self.info, self._n)
         return self._read(name, slice(0, self._n))
 
-    def measurement(self, i: int) -> Measurement:
+    def measurement(self, i: int, *, gram: bool = True) -> Measurement:
         """Row ``i`` as a Measurement (negative ``i`` counts from the end).
+
+        Args:
+            i: Row number.
+            gram: Read the row's ``(N, N)`` Gram matrix into ``Measurement.gram`` (float64; runs with
+                ``save_gram`` only). Pass False when only the summaries are needed: the matrix takes
+                ``N * N * 8`` bytes of memory (3.2 GB at N = 20,000).
 
         Raises:
             IndexError: ``i`` is out of range.
             RunDamagedError: the row fails its checksum in some dataset.
         """
         self._open()
+        return row_measurement(self._read, self._row(i), self.info, self.format_version, gram=bool(gram))
+
+    def _row(self, i: Any) -> int:
         n = self._n
-        if not isinstance(i, (int, np.integer)) or not -n <= i < n:
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)) or not -n <= i < n:
             raise IndexError(
                 f"Received: i={i!r}; expected an int with {-n} <= i < {n} (the run has {n} "
                 "measurements; call refresh() to see newer ones)."
             )
-        return row_measurement(self._read, int(i) % n, self.info, self.format_version)
+        return int(i) % n
+
+    def gram(self, i: int, rows: Optional[slice] = None, cols: Optional[slice] = None) -> np.ndarray:
+        """The Gram matrix of row ``i``, or the block ``[rows, cols]`` of it, as float64.
+
+        Only the tiles the block touches are read, so a block of a large matrix costs its own size.
+
+        Args:
+            i: Row number (negative counts from the end).
+            rows: Probes of the block's rows, a slice (``slice(0, 100)``); None for all.
+            cols: Probes of the block's columns, a slice; None for all.
+
+        Returns:
+            ``(len(rows), len(cols))`` float64, ``(N, N)`` by default.
+
+        Raises:
+            ValueError: the run was written without ``save_gram``.
+            TypeError: ``rows`` or ``cols`` is not a slice (or None).
+            IndexError: ``i`` is out of range.
+            RunDamagedError: a tile fails its checksum.
+
+        Example:
+            >>> with open_run("run.h5") as run:  # doctest: +SKIP
+            ...     run.gram(-1, rows=slice(0, 100), cols=slice(100, 200)).shape
+            (100, 100)
+        """
+        self._open()
+        if not self.info.save_gram:
+            raise ValueError(
+                "Received: gram() of a run written with save_gram=False; expected a run that stores the "
+                "Gram matrix. Measure with save_gram=True to store it."
+            )
+        for name, value in (("rows", rows), ("cols", cols)):
+            if value is not None and not isinstance(value, slice):
+                raise TypeError(
+                    f"Received: {name}={value!r}; expected a slice of probes such as slice(0, 100), or None for all."
+                )
+        rows, cols = (slice(None) if s is None else s for s in (rows, cols))
+        return self._read("gram", (self._row(i), rows, cols))
 
     def __iter__(self) -> Iterator[Measurement]:
         return (self.measurement(i) for i in range(self._n))
