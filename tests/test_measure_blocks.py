@@ -187,3 +187,47 @@ def _root():
     import pathlib
 
     return pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("block_size", [1, 4, 7, None])
+def test_saved_gram_is_written_blockwise_and_equals_the_whole_matrix(tmp_path, block_size):
+    from keras_stiffness import open_run
+    from keras_stiffness.app.analysis import analyze
+
+    model, probes = _model(), _probes()
+    whole = KerasAdapter(model).gram(probes.x, probes.targets).total
+    path = str(tmp_path / "run.h5")
+    m, info, _ = analyze(model, probes, MeasureConfig(save_gram=True, bins=4), block_size=block_size, out=path)
+    with open_run(path) as run:
+        np.testing.assert_allclose(run.gram(0), whole, rtol=1e-12, atol=1e-15)
+        assert run.tags["block_size"].tolist() == [float(block_size or probes.n)]
+        assert (
+            run.tags["worker_pairs"].tolist() == run.tags["block_pairs"].tolist() == [float(info.plan["block_pairs"])]
+        )
+    assert m.gram is None  # never held whole
+
+
+def test_saved_gram_in_float32_and_a_failed_measurement_leaves_the_old_file(tmp_path):
+    from keras_stiffness import open_run
+    from keras_stiffness.app.analysis import analyze
+
+    model, probes = _model(), _probes()
+    whole = KerasAdapter(model).gram(probes.x, probes.targets).total
+    path = str(tmp_path / "run.h5")
+    config = MeasureConfig(save_gram=True, gram_dtype="float32", bins=4)
+    analyze(model, probes, config, block_size=5, out=path)
+    with open_run(path) as run:
+        np.testing.assert_array_equal(run.gram(0), whole.astype(np.float32).astype(np.float64))
+    before = open(path, "rb").read()
+
+    class Boom(RuntimeError):
+        pass
+
+    def fail(done, total):
+        if done == 3:
+            raise Boom("interrupted")
+
+    with pytest.raises(Boom):
+        analyze(model, probes, config, block_size=5, out=path, overwrite=True, progress=fail)
+    assert open(path, "rb").read() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5"]  # no partial file left behind

@@ -32,13 +32,15 @@ SERIES = ("within", "between", "mean", "class_matrix", "layer_mean", "curve_mean
 # ------------------------------------------------------------------------------------------------
 # Worker programs (run in fresh processes by run_workers)
 # ------------------------------------------------------------------------------------------------
-def worker_analyze(model_path: str, out_dir: str) -> None:
-    """``kstiff analyze`` as one worker: the same command line in every process, its own --out path."""
+def worker_analyze(model_path: str, out_dir: str, seeds: str = "0,0") -> None:
+    """``kstiff analyze`` as one worker: the same command line in every process, its own --out path
+    (and the probe seed of ``seeds[index]``)."""
     from keras_stiffness.cli.main import cli
 
     index = os.environ.get("KSTIFF_WORKER_INDEX", "0")
     out = os.path.join(out_dir, f"run_{index}.h5")
-    args = ["analyze", model_path, "--data", "digits", "--per-class", "6", "--val-per-class", "2"]
+    seed = seeds.split(",")[int(index)]
+    args = ["analyze", model_path, "--data", "digits", "--per-class", "6", "--val-per-class", "2", "--seed", seed]
     args += ["--block-size", "7", "--bins", "6", "--format", "json", "--out", out]
     cli(args, prog_name="kstiff", standalone_mode=True)
 
@@ -176,6 +178,15 @@ def test_custom_training_loop_drives_the_callback_on_two_workers(tmp_path):
     tags = _same_runs(str(tmp_path / "cluster" / "run_0.h5"), str(tmp_path / "single" / "run_0.h5"))
     assert tags["step"] == [0, 1, 2] and all(w == 2.0 for w in tags["workers"])
     assert all(abs(m - p / 2) <= 1 for m, p in zip(tags["worker_pairs"], tags["block_pairs"]))
+
+
+def test_workers_with_different_probes_fail_cleanly(tmp_path):
+    model_path = _saved_model(tmp_path)
+    results = run_workers(function=f"{HERE}:worker_analyze", args=(model_path, tmp_path, "0,1"), timeout=150)
+    for r in results:
+        assert r.returncode == 1, (r.returncode, r.stderr[-3000:])
+        assert "Traceback" not in r.stderr and "probe" in r.stderr and "hash" in r.stderr, r.stderr[-3000:]
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".h5")]
 
 
 @pytest.mark.xfail(reason="Keras 3 fit under MultiWorkerMirroredStrategy: keras-team/keras#20585", strict=False)

@@ -78,6 +78,8 @@ class Progress:
         now = time.perf_counter()
         if self._start is None or done == 0:
             self._start = now
+        if done == 0:
+            return
         finished = done >= total
         if now - self._start < self.delay and not (finished and self._shown):
             return
