@@ -316,8 +316,20 @@ def bin_indices(distances: np.ndarray, edges: np.ndarray) -> Tuple[np.ndarray, n
         ([0, 0, 1], [True, True, True, False])
     """
     n_bins = edges.size - 1
-    k = np.searchsorted(edges, distances, side="right") - 1
-    k[distances == edges[-1]] = n_bins - 1
+    d = np.asarray(distances)
+    width = (edges[-1] - edges[0]) / n_bins
+    if np.all(np.abs(np.diff(edges) - width) <= 1e-9 * width):
+        # Even edges (the default ones): the bin by arithmetic, except within rounding of an edge,
+        # where the edges themselves decide (searchsorted(side="right") - 1, exactly as below).
+        frac = (d - edges[0]) * (1.0 / width)
+        k = np.floor(frac)
+        near = np.abs(frac - np.rint(frac)) < 1e-6
+        if near.any():
+            k[near] = np.searchsorted(edges, d[near], side="right") - 1
+        k = k.astype(np.intp)
+    else:
+        k = np.searchsorted(edges, d, side="right") - 1
+    k[d == edges[-1]] = n_bins - 1
     inside = (k >= 0) & (k < n_bins)
     return k[inside], inside
 

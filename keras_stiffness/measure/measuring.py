@@ -163,9 +163,10 @@ def _euclidean_edges(reps, plan, is_val, sq_max, bins, strategy) -> Dict[str, np
 
 
 def _sample(values: np.ndarray, kept: List[np.ndarray], n_pairs: int) -> None:
+    """Keep every ``stride``-th value (a copy: a view would keep the whole block alive)."""
     stride = max(1, -(-n_pairs // SAMPLE_PAIRS))
     if values.size:
-        kept.append(values[::stride])
+        kept.append(np.array(values[::stride], copy=True))
 
 
 def measure(
