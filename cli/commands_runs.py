@@ -164,7 +164,7 @@ def inspect_command(run_path, fmt):
     with open_run(run_path) as run:
         run_dict = run_to_dict(run, run_path)
         names = list(run.class_names)
-        measurements = [measurement_to_dict(run.measurement(i), names) for i in range(len(run))]
+        measurements = [measurement_to_dict(run.measurement(i, gram=False), names) for i in range(len(run))]
     if fmt == "json":
         echo_json({"run": run_dict, "measurements": measurements})
     else:

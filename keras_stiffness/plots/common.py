@@ -108,7 +108,7 @@ def load_run(run, rows: Sequence[int] = ()) -> RunData:
         min_count=int(info.min_count),
         tags=tags,
         series=series,
-        rows={int(i): run.measurement(int(i)) for i in sorted(set(rows))},
+        rows={int(i): run.measurement(int(i), gram=False) for i in sorted(set(rows))},
         dist_top=distance_top(run, str(info.metric)),
     )
 
