@@ -165,6 +165,12 @@ def inspect_command(run_path, fmt):
         run_dict = run_to_dict(run, run_path)
         names = list(run.class_names)
         measurements = [measurement_to_dict(run.measurement(i, gram=False), names) for i in range(len(run))]
+        if run.info.save_gram:  # read every tile once, a strip of rows at a time: damage is reported
+            n = len(run.info.probe_labels)
+            strip = max(1, 2**22 // max(n, 1))
+            for i in range(len(run)):
+                for lo in range(0, n, strip):
+                    run.gram(i, rows=slice(lo, lo + strip))
     if fmt == "json":
         echo_json({"run": run_dict, "measurements": measurements})
     else:

@@ -177,7 +177,7 @@ class MemoryRun:
     def series(self, name):
         return np.stack([getattr(m, name) for m in self._ms])
 
-    def measurement(self, i):
+    def measurement(self, i, *, gram=True):
         return self._ms[i]
 
 
