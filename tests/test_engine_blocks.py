@@ -142,3 +142,25 @@ def test_plan_errors_say_how_to_fix():
         plan_blocks(10, probe_bytes=10, layers=1, worker=2, workers=2)
     with pytest.raises(ValueError, match="expected bytes"):
         plan_blocks(10, probe_bytes=10, layers=1, memory_budget="2 parsecs")
+
+
+def test_captures_beyond_the_cache_are_spilled_and_read_back_exactly(monkeypatch):
+    """A budget too small to cache every capture: the others go to a temporary file and come back
+    unchanged (the blocks equal the all-cached ones), and the file is removed at the end."""
+    import os
+
+    from keras_stiffness.engine import blocks as blocks_module
+
+    model, x, y, loss, ref = problem("conv1d")
+    n = len(y)
+    plan = blocks_module.plan_blocks(n, probe_bytes=1, layers=1, block_size=2)
+    cached_all = gram_blocks(model, x, y, loss=loss, block_size=2)
+    spilling = gram_blocks(model, x, y, loss=loss, block_size=2)
+    spilling.plan = blocks_module.BlockPlan(n, 2, plan.memory_budget, 1, False)  # cache one block only
+    spilling.norms()
+    spill_dir = spilling._spill_dir
+    assert spill_dir is not None and len(os.listdir(spill_dir)) == len(plan.bounds) - 1
+    total, _ = assemble(spilling, n)
+    expected, _ = assemble(cached_all, n)
+    np.testing.assert_array_equal(total, expected)
+    assert not os.path.exists(spill_dir)

@@ -319,6 +319,7 @@ class StiffnessCallback(keras.callbacks.Callback):
                 progress=self._progress(),
                 on_start=(lambda header: self._on_start(header, step)) if to_file else None,
                 on_block=self._on_block if to_file and self.config.save_gram else None,
+                sample_cos=self.tensorboard_dir is not None and chief,
             )
             for key, value in self._tags(step, epoch, logs, info.losses).items():
                 setattr(m, key, value)

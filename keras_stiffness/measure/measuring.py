@@ -33,8 +33,9 @@ class MeasureInfo:
         rules: Layer name → how its Gram block was computed.
         method: ``"structured"`` or ``"jacobian"``.
         plan: The blocks used (``BlockPlan.to_dict()``): budget, block size, pairs, this worker's share.
-        sampled_cos: Cosine stiffness of train–train pairs ``i < j`` from this worker's blocks, every
-            pair up to :data:`SAMPLE_PAIRS` pairs, evenly thinned beyond (for histograms).
+        sampled_cos: With ``measure(..., sample_cos=True)``: cosine stiffness of train–train pairs
+            ``i < j`` from this worker's blocks, every pair up to :data:`SAMPLE_PAIRS` pairs, evenly
+            thinned beyond (for histograms); empty otherwise.
     """
 
     losses: np.ndarray
@@ -181,6 +182,7 @@ def measure(
     progress: Optional[Callable[[int, int], None]] = None,
     on_block: Optional[BlockHook] = None,
     on_start: Optional[Callable[[MeasureHeader], None]] = None,
+    sample_cos: bool = False,
 ) -> tuple:
     """Measure stiffness once, in bounded memory.
 
@@ -199,6 +201,7 @@ def measure(
         progress: Called as ``progress(done, total)`` after every Gram block formed.
         on_block: Called with every :class:`~keras_stiffness.engine.blocks.GramBlock` this worker forms.
         on_start: Called with the :class:`MeasureHeader` once the norms are known, before the blocks.
+        sample_cos: Keep train–train cosines in ``MeasureInfo.sampled_cos`` (for a histogram).
 
     Returns:
         ``(Measurement, MeasureInfo)``.
@@ -244,7 +247,7 @@ def measure(
             devices=replica_devices(strategy),
             progress=progress,
             extra_probe_bytes=rep_bytes,
-            extra_blocks=2 + (1 + len(adapter.layer_names()) if config.distances else 0),
+            extra_blocks=2 + (_space_count(adapter, config) if config.distances else 0),
         )
     else:
         blocks = _WholeGram(adapter, probes.x, probes.targets)
@@ -264,9 +267,9 @@ def measure(
     if config.distances:
         cache = max(0, plan.memory_budget // 4) if plan.memory_budget else 2**62
         reps = _Representations(adapter, probes.x, config.layers, plan.bounds, cache)
-        mine = sorted({k for pair in plan.my_pairs for k in pair} | set(range(len(plan.bounds))))
         reps.block(0)  # the spaces, in order
-        sq_max = _sq_max(reps, is_val, config.metric, strategy, [k for k in mine if k % workers == worker])
+        shared = [k for k in range(len(plan.bounds)) if k % workers == worker]  # each worker its share
+        sq_max = _sq_max(reps, is_val, config.metric, strategy, shared)
         spaces = reps.spaces
         if config.metric == "euclidean":
             edges = _euclidean_edges(reps, plan, is_val, sq_max, config.bins, strategy)
@@ -310,7 +313,8 @@ def measure(
                 s: block_distance(a[s], None if b is None else b[s], config.metric, sq_max=sq_max[s]) for s in spaces
             }
         summary.add(block.rows, block.cols, block.total, block.per_layer, distances)
-        _sample_cos(block, inv, train, kept, n_train_pairs)
+        if sample_cos:
+            _sample_cos(block, inv, train, kept, n_train_pairs)
         if on_block is not None:
             on_block(block)
     if workers > 1:
@@ -324,6 +328,15 @@ def measure(
         sampled_cos=np.concatenate(kept) if kept else np.zeros(0),
     )
     return m, info
+
+
+def _space_count(adapter, config: MeasureConfig) -> int:
+    """Representation spaces a measurement will have: the input and the chosen layers."""
+    if config.layers == "none":
+        return 1
+    if config.layers == "all":
+        return 1 + len(adapter.layer_names())
+    return 1 + len(config.layers)
 
 
 def set_cost(m, info: MeasureInfo) -> None:
