@@ -26,8 +26,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q --durations=10
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check keras_stiffness cli tests bench
-	$(VENV)/bin/ruff format --check keras_stiffness cli tests bench
+	$(VENV)/bin/ruff check keras_stiffness cli tests bench examples
+	$(VENV)/bin/ruff format --check keras_stiffness cli tests bench examples
 
 bench: $(STAMP)
 	$(PY) bench/gram_bench.py
