@@ -152,7 +152,16 @@ class Recorder:
         if not self.times:
             return {}
         done, total, t, rss = self.times[-1]
-        return {"done": done, "total": total, "seconds": t, "rss_trace": self.rss_trace()}
+        mid_done, _, mid_t, _ = self.times[len(self.times) // 2]
+        rate = (t - mid_t) / (done - mid_done) if done > mid_done else float("nan")  # recent seconds per block
+        return {
+            "done": done,
+            "total": total,
+            "seconds": t,
+            "recent_s_per_block": rate,
+            "projected": t + rate * (total - done),
+            "rss_trace": self.rss_trace(),
+        }
 
     def rss_trace(self, points=8):
         """RSS at a few evenly spaced blocks: ``[(done, GiB), ...]``."""
@@ -462,7 +471,13 @@ def print_stream_row(name, n, r, target_gib, extra=""):
         part = r.get("partial")
         if part:
             done, total, t = part["done"], part["total"], part["seconds"]
-            guess = f", at that rate ~{t * total / done / 60:.0f} min in all" if done else ""
+            rate = part.get("recent_s_per_block", float("nan"))
+            guess = (
+                f"; the last half of its blocks took {rate:.2f} s each: ~{part['projected'] / 60:.0f} min in all at "
+                "that rate"
+                if rate == rate
+                else ""
+            )
             print(f"    stopped at block {done}/{total} after {t:.0f} s{guess}; RSS by block: {part['rss_trace']}")
         if r.get("traceback"):
             print("    " + r["traceback"].rstrip().replace("\n", "\n    "))

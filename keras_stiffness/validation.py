@@ -180,13 +180,27 @@ def check_square(matrix, name: str = "gram") -> np.ndarray:
             f"Received: {name} with shape {arr.shape}; expected a square (N, N) matrix; "
             f"fix: pass the full matrix of all probes."
         )
+    check_finite_entries(arr, name)
+    return arr
+
+
+def check_finite_entries(
+    arr: np.ndarray, name: str, fix: str = "check the model's loss and gradients for NaN/inf."
+) -> None:
+    """Raise ValueError naming the first non-finite entry of a matrix (or block) ``arr``.
+
+    Example:
+        >>> check_finite_entries(np.array([[1.0, np.inf]]), "G", fix="recompute G.")
+        Traceback (most recent call last):
+        ...
+        ValueError: Received: G with a non-finite entry at (0, 1); expected finite values; fix: recompute G.
+    """
     if not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise ValueError(
-            f"Received: {name} with a non-finite entry at {tuple(int(k) for k in bad)}; "
-            f"expected finite values; fix: check the model's loss and gradients for NaN/inf."
+            f"Received: {name} with a non-finite entry at {tuple(int(k) for k in bad)}; expected finite values; "
+            f"fix: {fix}"
         )
-    return arr
 
 
 def check_labels(y, name: str = "y") -> np.ndarray:

@@ -47,7 +47,7 @@ from keras_stiffness.math.stiffness import (
     within_between,
 )
 from keras_stiffness.math.summarize import summarize
-from keras_stiffness.validation import check_int, check_names, is_int
+from keras_stiffness.validation import check_finite_entries, check_int, check_names, is_int
 
 FIT_MOMENTS = ("sum_d", "sum_s", "sum_dd", "sum_ds")
 
@@ -310,12 +310,9 @@ class StreamingSummary:
                 f"Received: {name} with shape {arr.shape} for the block {where}; expected {shape}; fix: pass "
                 f"the block of those rows and columns."
             )
-        if not np.isfinite(arr).all():
-            bad = np.argwhere(~np.isfinite(arr))[0]
-            raise ValueError(
-                f"Received: {name} with a non-finite entry at {tuple(int(k) for k in bad)} of the block {where}; "
-                f"expected finite values; fix: check the model's loss and gradients (or activations) for NaN/inf."
-            )
+        check_finite_entries(
+            arr, f"{name} of the block {where}", "check the model's loss and gradients (or activations) for NaN/inf."
+        )
         return arr
 
     @staticmethod
