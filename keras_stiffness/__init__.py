@@ -26,6 +26,7 @@ from keras_stiffness.version import __version__
 
 _LAZY = {
     "gradient_gram": "keras_stiffness.engine.api",
+    "gram_blocks": "keras_stiffness.engine.api",
     "GramResult": "keras_stiffness.engine.api",
     "Method": "keras_stiffness.engine.api",
     "register_rule": "keras_stiffness.engine.registry",
