@@ -231,11 +231,11 @@ def measure(
         check_same_probes(strategy, probes.hash, probes.n)
     is_val = np.asarray(probes.is_val, dtype=bool)
     rep_bytes = 0
-    if config.distances:  # what a probe's representations take in a pair: float64 copies, scaled copies
+    if config.distances:  # a probe's representations as held, and float64 working copies of the largest
         from keras_stiffness import nested
 
-        one = adapter.representations(nested.cut(probes.x, 0, 1), config.layers)
-        rep_bytes = 3 * sum(8 * int(np.prod(np.shape(r))) for r in one.values())
+        one = [np.asarray(r) for r in adapter.representations(nested.cut(probes.x, 0, 1), config.layers).values()]
+        rep_bytes = sum(r.nbytes for r in one) + 2 * 8 * max(r.size for r in one)
     if hasattr(adapter, "gram_blocks"):
         blocks = adapter.gram_blocks(
             probes.x,
