@@ -125,6 +125,8 @@ class Terminated(BaseException):
 
 #: The running case's progress recorder, for a partial report when the child is stopped.
 RECORDER = None
+#: Why the child was asked to stop (set by its SIGTERM handler), or None.
+STOP = {"reason": None}
 
 
 class Recorder:
@@ -139,6 +141,8 @@ class Recorder:
         RECORDER = self
 
     def __call__(self, done, total):
+        if STOP["reason"] is not None:  # stop here, between blocks: the library cleans up as on any error
+            raise Terminated(STOP["reason"])
         now = time.perf_counter() - self.start
         rss = rss_gib()
         self.times.append((done, total, now, rss))
@@ -364,7 +368,12 @@ def child(spec):
     faulthandler.enable()  # a crash in native code prints the Python stack to stderr (the log)
 
     def terminated(signum, frame):
-        raise Terminated(f"signal {signum} (SIGTERM) after {time.perf_counter() - started:.0f} s")
+        """Stop at the next block (never inside the library's own clean-up, e.g. of its spilled captures)."""
+        if STOP["reason"] is not None:
+            return  # already stopping
+        STOP["reason"] = f"signal {signum} (SIGTERM) after {time.perf_counter() - started:.0f} s"
+        if RECORDER is None:  # not measuring blocks (spill or whole-matrix case): stop now
+            raise Terminated(STOP["reason"])
 
     started = time.perf_counter()
     signal.signal(signal.SIGTERM, terminated)
@@ -379,6 +388,9 @@ def child(spec):
             out["traceback"] = traceback.format_exc()
         if RECORDER is not None:
             out["partial"] = RECORDER.partial()
+    import gc
+
+    gc.collect()  # the failed measurement's frames are gone: its block stream removes its spilled captures now
     out["peak_gib"] = peak_rss_kib() / 2**20
     out["ru_maxrss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(RESULT + json.dumps(out), flush=True)
