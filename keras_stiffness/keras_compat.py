@@ -28,6 +28,11 @@ breaks one. The assumptions (also listed in :data:`ASSUMPTIONS`):
   attribute lookup, synchronously, after the optimizer step; so a hook set on one callback instance
   runs for that instance only, and the class default (marked by Keras' ``utils.default``) stays
   untouched. Used by :func:`install_batch_hook`.
+- ``untracked_attribute``: an attribute set with ``object.__setattr__`` whose value is neither a
+  Keras saveable object nor a list, dict or tuple is invisible to Keras: it is not tracked as layer
+  state, and ``model.save`` (which walks a model's attributes and descends only into saveables and
+  those containers) neither writes nor expects it. Used by :func:`untracked_attribute` (the engine's
+  per-model cache).
 
 Keras is imported lazily inside the functions, so importing this module is cheap. This module is
 the bottom layer of the package: it imports no other ``keras_stiffness`` module.
@@ -93,6 +98,12 @@ ASSUMPTIONS: tuple[Assumption, ...] = (
         "patched_attribute (pre-activation forward, layer.activation)",
         "Gives the pre-activation output the Gram rules need from the layer's own call; restored "
         "in finally, weights and tracking untouched.",
+    ),
+    Assumption(
+        "untracked_attribute",
+        "untracked_attribute (engine.model_cache)",
+        "Keeps what the engine learns about a model (units, traced graphs) with the model, so it dies "
+        "with it; a plain object set past __setattr__ is neither layer state nor saved.",
     ),
     Assumption(
         "instance_batch_hook",
@@ -224,6 +235,28 @@ def patched_attribute(obj: Any, name: str, value: Any) -> Iterator[None]:
             object.__delattr__(obj, name)
         else:
             object.__setattr__(obj, name, previous)
+
+
+def untracked_attribute(obj: Any, name: str, make: Callable[[], Any]) -> Any:
+    """``obj.name``, first set to ``make()`` past Keras' ``__setattr__`` tracking when missing.
+
+    The value must be a plain object (not a list, dict or tuple, not a Keras layer or other saveable),
+    so that Keras' saving never sees it.
+
+    Args:
+        obj: The instance (a Keras model).
+        name: The attribute.
+        make: Builds the value on first use.
+
+    Returns:
+        The attribute's value.
+    """
+    # Why: kept on the instance only, untracked, never saved; it is collected with the model.
+    value = obj.__dict__.get(name, _MISSING)
+    if value is _MISSING:
+        value = make()
+        object.__setattr__(obj, name, value)
+    return value
 
 
 def install_batch_hook(callback: Any, method: Callable) -> None:

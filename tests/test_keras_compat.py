@@ -21,6 +21,7 @@ PACKAGE = pathlib.Path(keras_compat.__file__).resolve().parent
 
 #: The assumption each test below checks (kept in sync with keras_compat.ASSUMPTIONS).
 TESTED = {
+    "untracked_attribute",
     "flatten_layers",
     "builtin_layer_modules",
     "build_shapes_dict",
@@ -359,3 +360,31 @@ def test_instance_batch_hook():
         "[(0, 1), (1, 2)]: CallbackList no longer calls it once per batch, synchronously after the step",
     )
     _check(plain.seen == [], name, f"a callback without the hook had it called: {plain.seen}")
+
+
+def test_untracked_attribute(tmp_path):
+    name = "untracked_attribute"
+
+    class Holder:
+        pass
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+    n_weights, n_layers = len(model.weights), len(model.layers)
+    held = keras_compat.untracked_attribute(model, "_held", Holder)
+    held.layer = model.layers[0]  # even a layer reachable through it is not state of the model
+    _check(keras_compat.untracked_attribute(model, "_held", Holder) is held, name, "the value was made twice")
+    _check(
+        (len(model.weights), len(model.layers)) == (n_weights, n_layers),
+        name,
+        "an attribute set past __setattr__ changed the model's weights or layers",
+    )
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    _check("_held" not in vars(loaded), name, "the attribute came back from the saved file")
+    _check(
+        all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(model.weights, loaded.weights)),
+        name,
+        "saving a model with the attribute changed its weights on loading",
+    )

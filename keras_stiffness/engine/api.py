@@ -12,7 +12,7 @@ import numpy as np
 
 from keras_stiffness.engine.memory import CAPTURE_CHUNK
 from keras_stiffness.engine.rules.base import PRECISIONS
-from keras_stiffness.engine.units import model_units, trainable_blocks
+from keras_stiffness.engine.units import trainable_blocks
 from keras_stiffness.validation import check_choice
 
 #: Layers already warned about, with the reasons; weak keys, so a new layer that reuses a collected
@@ -41,6 +41,9 @@ class Method(str, enum.Enum):
 class GramResult:
     """The Gram matrix of per-example gradients, total and per layer.
 
+    The matrices are read-only (they may be views of the buffers the engine formed them in); take
+    ``np.array(result.total)`` for a copy to change.
+
     Attributes:
         total: ``(N, N)`` float64, ``G_ij = g_i · g_j`` over all trainable weights.
         per_layer: Layer name → ``(N, N)`` block from that layer's weights; the blocks sum to ``total``.
@@ -65,6 +68,12 @@ class GramResult:
     rules: Dict[str, str]
     method: str
     losses: np.ndarray
+
+    def __post_init__(self) -> None:
+        # Read-only: the matrices may be views of the buffers they were formed in (no copies made).
+        for g in [self.total, *self.per_layer.values()]:
+            if isinstance(g, np.ndarray):
+                g.setflags(write=False)
 
     @property
     def n(self) -> int:
@@ -198,6 +207,70 @@ class BlockCapture:
     losses: Optional[np.ndarray]
 
 
+@dataclasses.dataclass
+class ModelFacts:
+    """What :class:`Prepared` learns about a model, loss and probe shape once (cached with the model,
+    see :mod:`keras_stiffness.engine.model_cache`): none of it depends on the weights' values."""
+
+    per_example_loss: Callable
+    loss_name: str
+    out_shape: tuple
+    units: list
+    method: str
+    layered: list
+    shared: list
+    layer_names: list
+    rules: Dict[str, str]
+    probe_bytes: int
+    traced: Any = None
+    products: Any = None
+
+    @classmethod
+    def build(cls, model, units, x, y, loss, method: "Method", precision: str) -> "ModelFacts":
+        from keras_stiffness import nested
+        from keras_stiffness.engine.capture import capture, capture_bytes
+        from keras_stiffness.engine.losses import check_labels, resolve_loss
+        from keras_stiffness.engine.traced import TracedCapture, TracedProducts
+
+        per_example_loss, loss_name = resolve_loss(model, loss)
+        out_shape = tuple(np.asarray(model(nested.cut(x, 0, 2), training=False)).shape)
+        check_labels(y, out_shape, loss_name)  # before the sample capture differentiates the loss
+        if method is Method.JACOBIAN:
+            probe_bytes = sum(leaf[:1].nbytes for leaf in nested.leaves(x)) + 8
+            names = [u.name for u in units]
+            return cls(
+                per_example_loss,
+                loss_name,
+                out_shape,
+                units,
+                method.value,
+                [],
+                [],
+                names,
+                {name: "jacobian" for name in names},
+                probe_bytes,
+            )
+        sample, _, _ = capture(
+            model, units, nested.cut(x, 0, 2), y[:2], per_example_loss, chunk_size=2, precision=precision
+        )
+        layered = _forward_order([u for u in units if u.layer is not None], sample)
+        shared = [u for u in units if u.layer is None]
+        return cls(
+            per_example_loss,
+            loss_name,
+            out_shape,
+            units,
+            method.value,
+            layered,
+            shared,
+            [u.name for u in layered + shared],
+            {u.name: (u.rule_name if u.layer is not None else "jacobian") for u in layered + shared},
+            max(1, capture_bytes(sample) // 2),
+            TracedCapture(model, units, per_example_loss),
+            TracedProducts(layered, _rule_blocks),
+        )
+
+
 class Prepared:
     """A checked model, probes and loss, ready for Gram blocks (what ``gradient_gram`` checks once).
 
@@ -211,40 +284,33 @@ class Prepared:
 
     def __init__(self, model, x, y, *, loss=None, method="auto", chunk_size=None, precision="float32") -> None:
         from keras_stiffness import nested
-        from keras_stiffness.engine.capture import capture, capture_bytes
-        from keras_stiffness.engine.losses import check_labels, resolve_loss
+        from keras_stiffness.engine.losses import check_labels
+        from keras_stiffness.engine.model_cache import cached_units, model_cache
 
         method = parse_method(method)
         check_choice(precision, "precision", PRECISIONS)
         check_model(model)
         x, y = check_probes(x, y)
-        self.per_example_loss, self.loss_name = resolve_loss(model, loss)
         self.model, self.precision = model, precision
         self.x, self.y = cast_to_model_dtype(model, x), y
         self.n = nested.n_rows(self.x)
         self.chunk_size = chunk_size or CAPTURE_CHUNK
-        out_shape = tuple(np.asarray(model(nested.cut(self.x, 0, 2), training=False)).shape)
-        check_labels(y, out_shape, self.loss_name)
-        self.units = model_units(model)
+        cache = model_cache(model)
+        units = cached_units(model)
         if method is Method.AUTO:
-            method = Method.JACOBIAN if all(u.rule is None for u in self.units) else Method.STRUCTURED
-        self.method = method.value
-        if method is Method.JACOBIAN:
-            self.layer_names = [u.name for u in self.units]
-            self.rules = {u.name: "jacobian" for u in self.units}
-            self.probe_bytes = sum(leaf[:1].nbytes for leaf in nested.leaves(self.x)) + 8
-            self._layered, self._shared = [], []
-            return
-        sample, _, _ = capture(
-            model, self.units, nested.cut(self.x, 0, 2), y[:2], self.per_example_loss, chunk_size=2, precision=precision
+            method = Method.JACOBIAN if all(u.rule is None for u in units) else Method.STRUCTURED
+        probe_signature = tuple((leaf.shape[1:], leaf.dtype.str) for leaf in nested.leaves(self.x))
+        facts = cache.get(
+            ("prepared", method.value, precision, self.chunk_size, probe_signature, loss is None),
+            (loss if loss is not None else getattr(model, "loss", None), units),
+            lambda: ModelFacts.build(model, units, self.x, y, loss, method, precision),
         )
-        self.probe_bytes = max(1, capture_bytes(sample) // 2)
-        self._layered = _forward_order([u for u in self.units if u.layer is not None], sample)
-        self._shared = [u for u in self.units if u.layer is None]
-        self.layer_names = [u.name for u in self._layered + self._shared]
-        self.rules = {
-            u.name: (u.rule_name if u.layer is not None else "jacobian") for u in self._layered + self._shared
-        }
+        check_labels(y, facts.out_shape, facts.loss_name)
+        self.facts = facts
+        self.per_example_loss, self.loss_name = facts.per_example_loss, facts.loss_name
+        self.units, self.method, self.probe_bytes = facts.units, facts.method, facts.probe_bytes
+        self._layered, self._shared = facts.layered, facts.shared
+        self.layer_names, self.rules = facts.layer_names, facts.rules
 
     def capture_block(self, lo: int, hi: int) -> BlockCapture:
         """The capture pass over probes ``lo:hi`` (nothing to capture on the jacobian route)."""
@@ -261,6 +327,7 @@ class Prepared:
             self.per_example_loss,
             chunk_size=self.chunk_size,
             precision=self.precision,
+            run_chunk=self.facts.traced,
         )
         return BlockCapture(lo, hi, captures, losses)
 
@@ -273,10 +340,14 @@ class Prepared:
         y = np.concatenate([self.y[first.lo : first.hi], self.y[second.lo : second.hi]])
         return x, y, first.hi - first.lo
 
-    def pair_grams(self, first: BlockCapture, second: BlockCapture, block_elements: int) -> Dict[str, np.ndarray]:
+    def pair_grams(self, first: BlockCapture, second: BlockCapture, block_elements: int) -> tuple:
         """Per-layer Gram blocks between two captured blocks (the diagonal block when they are one).
 
         On the jacobian route a diagonal block also fills ``first.losses``.
+
+        Returns:
+            ``(per_layer, total)``: layer name → block, in :attr:`layer_names` order, and their sum when
+            it was formed with them (one compiled graph for every layer), else None.
         """
         from keras_stiffness.engine.capture import stack_captures
         from keras_stiffness.engine.fallback import layer_fallback_gram, model_jacobian_grams
@@ -287,8 +358,9 @@ class Prepared:
             grams, losses = model_jacobian_grams(self.model, self.units, x, y, self.per_example_loss, split=split)
             if split is None:
                 first.losses = losses
-            return {name: grams[name] for name in self.layer_names}
+            return {name: grams[name] for name in self.layer_names}, None
         out: Dict[str, np.ndarray] = {}
+        layer_captures: Dict[str, Any] = {}
         for unit in self._layered:
             captured = first.captures.get(unit.name)
             if captured is None:  # the layer was never called: its weights get no gradient
@@ -297,11 +369,19 @@ class Prepared:
             if second is not first:
                 captured = stack_captures(captured, second.captures[unit.name])
             captured.block_elements = block_elements
+            layer_captures[unit.name] = captured
+        compiled = self.facts.products(layer_captures, shape) if self.facts.products is not None else None
+        if compiled is not None:
+            out.update(compiled.per_layer)
+        for unit in self._layered:
+            if unit.name in out:
+                continue
+            captured = layer_captures[unit.name]
             if unit.rule is None:
                 _warn_fallback(unit)
                 out[unit.name] = _sum(layer_fallback_gram(unit, captured), shape)
             else:
-                out[unit.name] = _sum(trainable_blocks(unit, unit.rule.gram(unit.layer, captured)), shape)
+                out[unit.name] = _sum(_rule_blocks(unit, captured), shape)
         if self._shared:  # tied weights: the exact per-example jacobian of the whole loss, those variables only
             for unit in self._shared:
                 _warn_fallback(unit)
@@ -309,7 +389,9 @@ class Prepared:
             grams, _ = model_jacobian_grams(self.model, self._shared, x, y, self.per_example_loss, split=split)
             for unit in self._shared:
                 out[unit.name] = grams[unit.name]
-        return out
+        uncalled = {u.name for u in self._layered if u.name not in layer_captures}  # zero blocks
+        complete = compiled is not None and all(n in compiled.per_layer or n in uncalled for n in self.layer_names)
+        return {name: out[name] for name in self.layer_names}, compiled.total if complete else None
 
 
 def gram_blocks(
@@ -443,14 +525,21 @@ def gradient_gram(
     )
     blocks = GramBlocks(setup, plan, keep_diagonal=True)
     losses = blocks.norms().losses
+    if len(plan.bounds) == 1:  # one block: its fresh arrays are the result (no copies)
+        block = next(iter(blocks))
+        check_losses(losses, setup.loss_name)
+        return GramResult(
+            total=block.total, per_layer=block.per_layer, rules=dict(setup.rules), method=setup.method, losses=losses
+        )
     per_layer = {name: np.empty((n, n)) for name in setup.layer_names}
+    total = np.empty((n, n))
     for block in blocks:
-        for name, g in block.per_layer.items():
-            per_layer[name][block.rows, block.cols] = g
+        for name, g in [(None, block.total)] + list(block.per_layer.items()):
+            whole = total if name is None else per_layer[name]
+            whole[block.rows, block.cols] = g
             if not block.diagonal:
-                per_layer[name][block.cols, block.rows] = g.T
+                whole[block.cols, block.rows] = g.T
     check_losses(losses, setup.loss_name)
-    total = total_of(per_layer, n)
     return GramResult(total=total, per_layer=per_layer, rules=dict(setup.rules), method=setup.method, losses=losses)
 
 
@@ -461,10 +550,12 @@ def _forward_order(units, captures):
 
 
 def _sum(blocks: Dict[str, Any], shape: tuple) -> np.ndarray:
-    """Sum of per-weight blocks in float64, back on the host once per layer.
+    """Sum of per-weight blocks in float64, as a fresh (writable) array on the host.
 
-    Rules return fresh float64 NumPy arrays, or TensorFlow tensors in their product precision (summed
-    where they live, in float64).
+    Rules return fresh float64 NumPy arrays (summed in place), or TensorFlow tensors in their product
+    precision. Tensors on a CPU are read in place and summed by NumPy into one new float64 array (one
+    pass, no float64 copies of each); tensors on another device are summed there in float64 and come
+    back once.
     """
     values = list(blocks.values())
     if not values:
@@ -476,7 +567,20 @@ def _sum(blocks: Dict[str, Any], shape: tuple) -> np.ndarray:
         return total
     import tensorflow as tf
 
-    return tf.add_n([tf.cast(tf.convert_to_tensor(g), tf.float64) for g in values]).numpy()
+    if not all(isinstance(g, np.ndarray) or "CPU" in g.device.upper() for g in values):
+        return tf.add_n([tf.cast(tf.convert_to_tensor(g), tf.float64) for g in values]).numpy()
+    views = [np.asarray(g) for g in values]  # CPU tensors: views of their buffers, no copy
+    if len(views) == 1:
+        return np.array(views[0], dtype=np.float64)
+    total = np.add(views[0], views[1], dtype=np.float64)
+    for v in views[2:]:
+        np.add(total, v, out=total)
+    return total
+
+
+def _rule_blocks(unit, captured) -> Dict[str, Any]:
+    """A unit's rule blocks under the trainable-variable contract."""
+    return trainable_blocks(unit, unit.rule.gram(unit.layer, captured))
 
 
 def total_of(per_layer: Dict[str, np.ndarray], n: int) -> np.ndarray:

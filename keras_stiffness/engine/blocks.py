@@ -314,11 +314,17 @@ class GramBlocks:
         bounds = self.plan.bounds
         with self._device(p):
             second = first if i == j else self._capture(j)
-            per_layer = self.setup.pair_grams(first, second, self.plan.block_elements)
+            per_layer, total = self.setup.pair_grams(first, second, self.plan.block_elements)
         rows, cols = slice(*bounds[i]), slice(*bounds[j])
-        total = np.zeros((rows.stop - rows.start, cols.stop - cols.start))
-        for g in per_layer.values():
-            total += g
+        values = list(per_layer.values())
+        if total is not None:
+            pass  # formed with the layers' blocks
+        elif len(values) < 2:
+            total = np.array(values[0]) if values else np.zeros((rows.stop - rows.start, cols.stop - cols.start))
+        else:
+            total = np.add(values[0], values[1])  # a new array, without a pass of zeros first
+            for g in values[2:]:
+                total += g
         self._done += 1
         if self.progress is not None:
             self.progress(self._done, self.total_steps)

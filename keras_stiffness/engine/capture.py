@@ -10,6 +10,7 @@ pass only (restored in ``finally``).
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -36,7 +37,7 @@ def output_forward(layer, call, args, kwargs, tap):
 def _to_numpy(value):
     import tensorflow as tf
 
-    return tf.nest.map_structure(lambda v: v.numpy() if tf.is_tensor(v) else v, value)
+    return tf.nest.map_structure(lambda v: np.asarray(v) if tf.is_tensor(v) else v, value)  # read-only views
 
 
 @contextlib.contextmanager
@@ -115,6 +116,67 @@ def capture_bytes(captures: Dict[str, LayerCapture]) -> int:
     return total
 
 
+def chunk_records(model, units: Sequence[Unit], xb, yb, per_example_loss, grads: bool = True) -> tuple:
+    """One forward (and backward) pass over one chunk of probes, leaving tensors behind.
+
+    Runs eagerly, or inside a ``tf.function`` being traced (see :mod:`keras_stiffness.engine.traced`).
+
+    Returns:
+        ``(records, order, loss)``: ``{unit name: [CallRecord]}`` whose values are tensors (each
+        record's ``output`` is its first output), unit names in the order of their first call, and the
+        ``(n,)`` per-example losses (``None`` without grads).
+    """
+    import tensorflow as tf
+
+    records: Dict[str, List[CallRecord]] = {u.name: [] for u in units}
+    taps: List = []
+    order: List[str] = []
+    tape = tf.GradientTape(watch_accessed_variables=False)
+
+    def on_call(unit, original, args, kwargs):
+        record = CallRecord(args=args, kwargs=kwargs, values={})
+
+        def tap(name, z):
+            if not grads:
+                return z
+            zero = tf.zeros_like(z)
+            tape.watch(zero)
+            record.values[name] = z
+            taps.append((record, name, zero))
+            return z + zero
+
+        forward = unit.rule.forward if unit.rule is not None and unit.rule.forward else output_forward
+        out = forward(unit.layer, original, args, kwargs, tap)
+        record.output = tf.nest.flatten(out)[0]
+        records[unit.name].append(record)
+        if unit.name not in order:
+            order.append(unit.name)
+        return out
+
+    loss = None
+    with wrapped_units(units, on_call), tape:
+        pred = model(nested.to_tensors(xb), training=False)
+        if grads:
+            loss = per_example_loss(yb, pred)
+            total = tf.reduce_sum(loss)
+    if grads:
+        grad_values = tape.gradient(total, [z for _, _, z in taps])
+        for (record, name, _), g in zip(taps, grad_values):
+            record.grads[name] = tf.zeros_like(record.values[name]) if g is None else g
+    return records, order, loss
+
+
+def records_to_numpy(records: Dict[str, List[CallRecord]]) -> None:
+    """Every tensor of the records as a NumPy array, in place (the first call keeps its output)."""
+    for calls in records.values():
+        for k, record in enumerate(calls):
+            record.args = _to_numpy(record.args)
+            record.kwargs = _to_numpy(record.kwargs)
+            record.values = _to_numpy(record.values)
+            record.grads = _to_numpy(record.grads)
+            record.output = np.asarray(record.output) if k == 0 else None
+
+
 def capture(
     model,
     units: Sequence[Unit],
@@ -125,6 +187,7 @@ def capture(
     chunk_size: int,
     grads: bool = True,
     precision: str = "float32",
+    run_chunk: Optional[Callable] = None,
 ) -> tuple:
     """Run the capture pass over ``x`` in chunks.
 
@@ -136,15 +199,18 @@ def capture(
         chunk_size: Probes per forward/backward pass.
         grads: False for a forward-only pass (representations): only outputs are kept.
         precision: Product precision handed to the rules (stored on each :class:`LayerCapture`).
+        run_chunk: ``(xb, yb) -> (records, order, loss)`` with NumPy records, e.g. a
+            :class:`~keras_stiffness.engine.traced.TracedCapture`; default: :func:`chunk_records`
+            run eagerly.
 
     Returns:
         ``(captures, losses, outputs)``: ``{unit name: LayerCapture}``, ``(N,)`` per-example losses
         (``None`` without grads), ``{unit name: (N, ...) output of its first call}``; both dicts in
         the order the layers were first called (forward order).
     """
-    import tensorflow as tf
-
     units = [u for u in units if u.layer is not None]  # shared-variable units have no layer to tap
+    if run_chunk is None:
+        run_chunk = functools.partial(eager_chunk, model, units, per_example_loss=per_example_loss, grads=grads)
     n = nested.n_rows(x)
     chunks: Dict[str, List[List[CallRecord]]] = {u.name: [] for u in units}
     outputs: Dict[str, List[np.ndarray]] = {u.name: [] for u in units}
@@ -154,51 +220,17 @@ def capture(
     for lo in range(0, n, chunk_size):
         xb = nested.cut(x, lo, lo + chunk_size)
         rows.append(nested.n_rows(xb))
-        records: Dict[str, List[CallRecord]] = {u.name: [] for u in units}
-        taps: List = []
-        tape = tf.GradientTape(watch_accessed_variables=False)
-
-        def on_call(unit, original, args, kwargs, _records=records, _taps=taps, _tape=tape):
-            record = CallRecord(args=args, kwargs=kwargs, values={})
-
-            def tap(name, z):
-                if not grads:
-                    return z
-                zero = tf.zeros_like(z)
-                _tape.watch(zero)
-                record.values[name] = z
-                _taps.append((record, name, zero))
-                return z + zero
-
-            forward = unit.rule.forward if unit.rule is not None and unit.rule.forward else output_forward
-            out = forward(unit.layer, original, args, kwargs, tap)
-            first = tf.nest.flatten(out)[0]
-            record.output = first
-            _records[unit.name].append(record)
-            if unit.name not in order:
-                order.append(unit.name)
-            return out
-
-        with wrapped_units(units, on_call), tape:
-            pred = model(nested.to_tensors(xb), training=False)
-            if grads:
-                loss = per_example_loss(y[lo : lo + chunk_size], pred)
-                total = tf.reduce_sum(loss)
+        records, chunk_order, loss = run_chunk(xb, None if y is None else y[lo : lo + chunk_size])
+        order.extend(name for name in chunk_order if name not in order)
         if grads:
-            grad_values = tape.gradient(total, [z for _, _, z in taps])
-            for (record, name, _), g in zip(taps, grad_values):
-                record.grads[name] = np.zeros(record.values[name].shape, np.float32) if g is None else g.numpy()
-            losses.append(loss.numpy())
+            losses.append(loss)
         for unit in units:
             calls = records[unit.name]
             if calls:
-                outputs[unit.name].append(np.asarray(calls[0].output))
+                outputs[unit.name].append(calls[0].output)
+            for record in calls:
+                record.output = None
             if grads:
-                for record in calls:
-                    record.args = _to_numpy(record.args)
-                    record.kwargs = _to_numpy(record.kwargs)
-                    record.values = _to_numpy(record.values)
-                    record.output = None
                 chunks[unit.name].append(calls)
     captures = {}
     by_name = {u.name: u for u in units}
@@ -219,6 +251,13 @@ def capture(
                 )
             )
         captures[unit.name] = LayerCapture(calls=calls, n=n, precision=precision)
-    merged_outputs = {k: np.concatenate(outputs[k], axis=0) for k in order if outputs[k]}
+    merged_outputs = {k: _concat(outputs[k], rows) for k in order if outputs[k]}
     loss_values = np.concatenate(losses) if grads else None
     return captures, loss_values, merged_outputs
+
+
+def eager_chunk(model, units, xb, yb, *, per_example_loss, grads: bool) -> tuple:
+    """:func:`chunk_records` run eagerly, its records and losses as NumPy arrays."""
+    records, order, loss = chunk_records(model, units, xb, yb, per_example_loss, grads)
+    records_to_numpy(records)
+    return records, order, None if loss is None else loss.numpy()

@@ -12,6 +12,8 @@ from keras_stiffness.engine.rules.base import Rule
 
 _TABLE: Dict[type, Rule] = {}
 _BUILTINS_LOADED = False
+#: Bumped by every :func:`register_rule`, so cached per-model facts (units and rules) are rebuilt.
+_VERSION = [0]
 
 
 def _builtin_table() -> Dict[type, Rule]:
@@ -74,6 +76,12 @@ def register_rule(layer_class: Type, rule: Rule) -> None:
             "Build one with Rule(name, gram=fn)."
         )
     _table()[layer_class] = rule
+    _VERSION[0] += 1
+
+
+def registry_version() -> int:
+    """How many rules have been registered so far (a cache key: units depend on the table)."""
+    return _VERSION[0]
 
 
 def find_rule(layer) -> Tuple[Optional[Rule], Optional[str]]:

@@ -175,9 +175,9 @@ class KerasAdapter:
         self._order: Optional[List[str]] = None
 
     def _units(self):
-        from keras_stiffness.engine.units import model_units
+        from keras_stiffness.engine.model_cache import cached_units
 
-        return model_units(self.model)
+        return cached_units(self.model)
 
     def layer_names(self) -> List[str]:
         if self._order is None:
@@ -225,11 +225,19 @@ class KerasAdapter:
         from keras_stiffness.engine.api import cast_to_model_dtype
         from keras_stiffness.engine.capture import capture
         from keras_stiffness.engine.memory import CAPTURE_CHUNK
+        from keras_stiffness.engine.model_cache import forward_capture
 
         x = cast_to_model_dtype(self.model, nested.as_arrays(x))
         units = self._units()
         _, _, outputs = capture(
-            self.model, units, x, None, None, chunk_size=self.chunk_size or CAPTURE_CHUNK, grads=False
+            self.model,
+            units,
+            x,
+            None,
+            None,
+            chunk_size=self.chunk_size or CAPTURE_CHUNK,
+            grads=False,
+            run_chunk=forward_capture(self.model, units),
         )
         self._order = list(outputs) + [u.name for u in units if u.name not in outputs]
         chosen = select_layers(self._order, layers)
@@ -445,7 +453,7 @@ class _FunctionBlocks:
 
         return BlockCapture(lo, hi, None, None)
 
-    def pair_grams(self, first, second, block_elements: int) -> Dict[str, np.ndarray]:
+    def pair_grams(self, first, second, block_elements: int) -> tuple:
         from keras_stiffness.engine.fallback import jacobian_grams
 
         parts = [(first.lo, first.hi)] if first is second else [(first.lo, first.hi), (second.lo, second.hi)]
@@ -461,7 +469,7 @@ class _FunctionBlocks:
         if split is None:
             check_losses(losses, self.name)
             first.losses = losses
-        return grams
+        return grams, None
 
 
 ADAPTER_METHODS = ("layer_names", "gram", "representations", "describe", "check_probes")

@@ -132,6 +132,9 @@ class Rule:
         gram: The Gram function (see :data:`GramFn`).
         forward: How the layer is run during capture, with its taps. ``None`` taps the layer's output.
         unsupported: ``layer -> reason or None``; a reason sends that layer to the exact fallback.
+        traceable: The Gram function works on symbolic tensors too (TensorFlow ops only, no NumPy on the
+            captures), so the engine may run it inside one compiled graph with the other layers' (see
+            :mod:`keras_stiffness.engine.traced`). A capture it cannot trace is computed eagerly.
 
     Example:
         >>> rule = Rule("scale", gram=lambda layer, captured: {})
@@ -143,6 +146,7 @@ class Rule:
     gram: GramFn
     forward: Optional[ForwardFn] = None
     unsupported: Callable[[Any], Optional[str]] = lambda layer: None
+    traceable: bool = False
 
 
 def lora_or_quantized(layer) -> Optional[str]:
@@ -168,15 +172,35 @@ def pre_activation_forward(layer, call, args, kwargs, tap):
     return z if activation is None else activation(z)
 
 
-def as_positions(a: np.ndarray, n: int) -> np.ndarray:
-    """Reshape ``(n, ..., f)`` to ``(n, t, f)``: every leading non-probe axis becomes a position."""
+def is_tensor(value) -> bool:
+    """Whether ``value`` is a TensorFlow tensor (eager, or symbolic inside a traced graph)."""
+    import tensorflow as tf
+
+    return tf.is_tensor(value)
+
+
+def as_positions(a, n: int):
+    """Reshape ``(n, ..., f)`` to ``(n, t, f)``: every leading non-probe axis becomes a position.
+
+    A tensor stays a tensor (a traceable rule gets symbolic tensors); anything else becomes an array.
+    """
+    if is_tensor(a):
+        import tensorflow as tf
+
+        return tf.reshape(a, (n, -1, a.shape[-1]))
     a = np.asarray(a)
     return a.reshape(n, -1, a.shape[-1])
 
 
-def concat_calls(arrays: List[np.ndarray]) -> np.ndarray:
-    """Concatenate per-call ``(n, t_c, f)`` arrays along positions: shared weights add up exactly."""
-    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
+def concat_calls(arrays: List):
+    """Concatenate per-call ``(n, t_c, f)`` arrays (or tensors) along positions: shared weights add up exactly."""
+    if len(arrays) == 1:
+        return arrays[0]
+    if is_tensor(arrays[0]):
+        import tensorflow as tf
+
+        return tf.concat(arrays, axis=1)
+    return np.concatenate(arrays, axis=1)
 
 
 def _row_block(n: int, per_row: int, limit: int = BLOCK_ELEMENTS) -> int:

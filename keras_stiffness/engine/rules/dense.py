@@ -42,4 +42,6 @@ def dense_gram(layer, captured: LayerCapture) -> Dict[str, Any]:
     return out
 
 
-DENSE = Rule("dense", gram=dense_gram, forward=pre_activation_forward, unsupported=lora_or_quantized)
+#: Traceable on one position per example (the paper's MLPs); on sequences its products are host
+#: row blocks, so that capture stays eager.
+DENSE = Rule("dense", gram=dense_gram, forward=pre_activation_forward, unsupported=lora_or_quantized, traceable=True)
