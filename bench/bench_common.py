@@ -41,12 +41,18 @@ def logits_loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def median_time(fn, repeats: int):
-    """Median wall and CPU time of ``repeats`` calls after one warm-up, and the last result.
+#: Warm-up calls before timing: a model's first Gram runs eagerly and its second compiles the capture
+#: pass and product graph (``keras_stiffness.engine.traced``); the timed calls are the steady state.
+WARMUPS = 2
+
+
+def median_time(fn, repeats: int, warmups: int = WARMUPS):
+    """Median wall and CPU time of ``repeats`` calls after ``warmups`` calls, and the last result.
 
     The CPU time (all threads of the process) varies less with the load of a shared machine.
     """
-    out = fn()
+    for _ in range(warmups):
+        out = fn()
     wall, cpu = [], []
     for _ in range(repeats):
         start, start_cpu = time.perf_counter(), time.process_time()

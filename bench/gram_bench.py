@@ -15,7 +15,8 @@ Same probes for every method in one run:
    and peak RSS (targets: ≤ 5× and ≤ 2 GiB).
 
 Data are synthetic standard-normal inputs with random labels (nothing is downloaded). The fast paths
-are timed as the median of a few repeats after one warm-up; the jacobian once.
+are timed as the median of a few repeats after two warm-up calls (the first eager, the second
+compiling: ``bench_common.WARMUPS``); the jacobian once.
 
 Usage:
     python bench/gram_bench.py            # full sizes
@@ -35,6 +36,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import bench_common  # noqa: E402
 import numpy as np  # noqa: E402
 
 FLOORS = {"mlp_speedup": 100.0, "cnn_speedup": 10.0, "peak_gib": 8.0}
@@ -90,8 +92,9 @@ def timed(fn):
 
 
 def median_time(fn, repeats=REPEATS):
-    """Median wall time of ``repeats`` calls after one warm-up; also the last result."""
-    fn()
+    """Median wall time of ``repeats`` calls after the warm-ups (``bench_common.WARMUPS``); also the last result."""
+    for _ in range(bench_common.WARMUPS):
+        fn()
     times, out = [], None
     for _ in range(repeats):
         t, out = timed(fn)
@@ -170,7 +173,8 @@ def report(rows, big, quick):
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}, NumPy {np.__version__}, "
         f"Python {platform.python_version()}, {os.cpu_count()} CPU(s), {platform.machine()}"
     )
-    print(f"timing: median of {REPEATS} after one warm-up (structured, floor); jacobian: one run\n")
+    warm = bench_common.WARMUPS
+    print(f"timing: median of {REPEATS} after {warm} warm-up calls (structured, floor); jacobian: one run\n")
     head = (
         f"{'model':<10}{'N':>6}{'params':>9}{'structured s':>14}{'jacobian s':>12}{'speedup':>9}"
         f"{'fwd+bwd s':>11}{'struct/floor':>14}{'rel. error':>12}"

@@ -3,9 +3,10 @@
 The model of the issue: ``Embedding(2000, 64) → LSTM(64) → Dense(4)`` on token sequences of length
 T = 32, N = 256 probes, sparse categorical cross-entropy on logits. Printed:
 
-- ``gradient_gram`` time (median of 3 after one warm-up) and the rule each layer used,
+- ``gradient_gram`` time (median of 3 after two warm-up calls, see ``bench_common.WARMUPS``) and
+  the rule each layer used,
 - one forward + backward pass of the same probes (``tf.GradientTape``, summed loss, gradient with
-  respect to the trainable variables; median of 3 after one warm-up),
+  respect to the trainable variables; median of 3 after two warm-up calls),
 - their ratio, and the process's peak RSS (``VmHWM``, see ``bench/bench_common.py``).
 
 Targets (from the issue): ratio ≤ 5×, peak RSS ≤ 2 GiB.
@@ -56,7 +57,7 @@ loss_fn = bench_common.logits_loss
 
 
 def median_time(fn, repeats=REPEATS):
-    """Median wall and CPU time of ``repeats`` calls after one warm-up, and the last result."""
+    """Median wall and CPU time of ``repeats`` calls after the warm-ups, and the last result."""
     return bench_common.median_time(fn, repeats)
 
 
@@ -106,7 +107,8 @@ def main():
     peak_gib = bench_common.peak_rss_kib() / 2**20  # KiB on Linux
     ratio = t_gram / t_floor
     print(f"Embedding({VOCAB}, {WIDTH}) → LSTM({UNITS}) → Dense({CLASSES}), T={T}, N={N}")
-    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU(s); median of {REPEATS} after one warm-up")
+    warm = bench_common.WARMUPS
+    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU(s); median of {REPEATS} after {warm} warm-up calls")
     print(f"rules: {result.rules} (method {result.method})")
     print(f"gradient_gram:      {t_gram:.3f} s  (CPU {cpu_gram:.3f} s)")
     print(f"forward + backward: {t_floor:.3f} s  (CPU {cpu_floor:.3f} s)")

@@ -5,9 +5,10 @@ The model of the issue: ``Embedding(2000, 64)``, then twice ``MultiHeadAttention
 ``GlobalAveragePooling1D → Dense(4)`` (logits), on token sequences of length T = 32, N = 256 probes,
 sparse categorical cross-entropy. Printed:
 
-- ``gradient_gram`` time (median of 3 after one warm-up) and the rule each layer used,
+- ``gradient_gram`` time (median of 3 after two warm-up calls, see ``bench_common.WARMUPS``) and
+  the rule each layer used,
 - one forward + backward pass of the same probes (``tf.GradientTape``, summed loss, gradient with
-  respect to the trainable variables; median of 3 after one warm-up),
+  respect to the trainable variables; median of 3 after two warm-up calls),
 - their ratio, and peak RSS (``VmHWM``, see ``bench/bench_common.py``) of a fresh process that runs
   ``gradient_gram`` only (the engine's own peak) and of this process (both measurements).
 
@@ -63,7 +64,7 @@ loss_fn = bench_common.logits_loss
 
 
 def median_time(fn, repeats=REPEATS):
-    """Median wall and CPU time of ``repeats`` calls after one warm-up, and the last result."""
+    """Median wall and CPU time of ``repeats`` calls after the warm-ups, and the last result."""
     return bench_common.median_time(fn, repeats)
 
 
@@ -143,7 +144,8 @@ def main():
         f"Embedding({VOCAB}, {WIDTH}) → {BLOCKS} × (MHA {HEADS}×{KEY_DIM}, LayerNorm, Dense {FFN}-{WIDTH}, "
         f"LayerNorm) → pooling → Dense({CLASSES}); {params} weights, T={T}, N={N}"
     )
-    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU(s); median of {REPEATS} after one warm-up")
+    warm = bench_common.WARMUPS
+    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU(s); median of {REPEATS} after {warm} warm-up calls")
     print(f"rules: {sorted(set(result.rules.values()))} (method {result.method})")
     print(f"gradient_gram:      {t_gram:.3f} s  (CPU {cpu_gram:.3f} s; first call, new process {first_seconds:.2f} s)")
     print(f"forward + backward: {t_floor:.3f} s  (CPU {cpu_floor:.3f} s)")

@@ -135,3 +135,15 @@ def test_compile_after_zero_never_traces(monkeypatch):
     _twice(model, x, y, case.loss, "float32")
     facts = _facts(model)
     assert (facts.traced.traced, facts.products.traced) == (0, 0)
+
+
+def test_a_fresh_keras_loss_per_call_reuses_the_graphs():
+    """A Keras loss is keyed by its class and config: ``loss=SparseCategoricalCrossentropy(...)`` written
+    in the call compiles once; a plain function is keyed by identity."""
+    model, x, y = case_named("mlp_logits").make()
+    for _ in range(3):
+        gradient_gram(model, x, y, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert _facts(model).traced.traced == 1
+    for _ in range(2):
+        gradient_gram(model, x, y, loss=lambda t, p: keras.losses.sparse_categorical_crossentropy(t, p, True))
+    assert _facts(model).traced.traced == 0  # two different functions: two entries, each used once

@@ -8,7 +8,8 @@ on the same network with the same weights and probes:
    2×2 max pooling with "same" padding; Flatten; Dense softmax) on 28×28×1 inputs at N = 500.
 
 This script runs in the project venv (TensorFlow, Keras 3, numpy 2). It builds the models, times
-``gradient_gram(model, x, y, method="auto")`` (median of ``--repeats`` after one warm-up) and
+``gradient_gram(model, x, y, method="auto")`` (median of ``--repeats`` after two warm-up calls: the
+first runs eagerly, the second compiles, see ``OUR_WARMUPS``) and
 ``method="jacobian"`` once, saves weights and probes to a temporary ``.npz``, then runs ``nt_side.py``
 with the peer venv's python (jax 0.4.23 needs numpy<2, so the two cannot share a process). That side
 rebuilds the network in JAX, makes the per-example loss the function's output (labels concatenated to
@@ -80,14 +81,20 @@ def timed(fn):
     return time.perf_counter() - start, out
 
 
-def median_time(fn, repeats: int):
-    """Median wall time of ``repeats`` calls after one warm-up, all the times, and the last result."""
-    fn()
+#: Warm-up calls on our side: the first runs eagerly, the second compiles the model's capture pass and
+#: product graph (``keras_stiffness.engine.traced``); neural-tangents' jit compiles on its first call.
+OUR_WARMUPS = 2
+
+
+def median_time(fn, repeats: int, warmups: int = 1):
+    """Median wall time of ``repeats`` calls after ``warmups`` calls, all the times, the last result,
+    and the warm-up times."""
+    warm = [timed(fn)[0] for _ in range(warmups)]
     times, out = [], None
     for _ in range(repeats):
         t, out = timed(fn)
         times.append(t)
-    return statistics.median(times), times, out
+    return statistics.median(times), times, out, warm
 
 
 def rel_diff(a: np.ndarray, ref: np.ndarray) -> float:
@@ -130,13 +137,16 @@ def compare(arch: str, n: int, repeats: int, peer_python: str, jacobian: bool, w
     x, y = probes(MODELS[arch][1], n)
     params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
 
-    t_ours, ours_times, ours = median_time(lambda: gradient_gram(model, x, y, method="auto"), repeats)
+    t_ours, ours_times, ours, warm = median_time(
+        lambda: gradient_gram(model, x, y, method="auto"), repeats, warmups=OUR_WARMUPS
+    )
     row = {
         "arch": arch,
         "n": n,
         "params": params,
         "ours": t_ours,
         "ours_times": ours_times,
+        "ours_warmups": warm,
         "method": ours.method,
         "rules": sorted(set(ours.rules.values())),
     }
@@ -199,7 +209,8 @@ def report(rows: list, repeats: int, jacobian: bool, load_before: float) -> bool
         f"{load_before:.2f} before the run (> ~0.5: other work shared the cores), {os.getloadavg()[0]:.2f} after"
     )
     print(
-        f"timing: median of {repeats} after one warm-up on both sides; gradient_gram method='auto'; "
+        f"timing: median of {repeats}, after {OUR_WARMUPS} warm-up calls here (eager, then compiling) and one "
+        "there (jit compiling); gradient_gram method='auto'; "
         "NT: jitted STRUCTURED_DERIVATIVES, trace_axes=(), vmap_axes=0, block_until_ready\n"
     )
     head = (
@@ -222,7 +233,8 @@ def report(rows: list, repeats: int, jacobian: bool, load_before: float) -> bool
     for r in rows:
         print(
             f"{r['arch']}: ours {', '.join(f'{t:.3f}' for t in r['ours_times'])} s "
-            f"(method {r['method']}, rules {', '.join(r['rules'])}); "
+            f"(warm-ups {', '.join(f'{t:.3f}' for t in r['ours_warmups'])} s; "
+            f"method {r['method']}, rules {', '.join(r['rules'])}); "
             f"NT {', '.join(f'{t:.3f}' for t in r['nt_times'])} s (first call with compile {r['nt_first']:.2f} s)"
         )
         extra = f"probabilities clipped on the NT side: {r['clipped']:.1e}"

@@ -284,7 +284,7 @@ class Prepared:
 
     def __init__(self, model, x, y, *, loss=None, method="auto", chunk_size=None, precision="float32") -> None:
         from keras_stiffness import nested
-        from keras_stiffness.engine.losses import check_labels
+        from keras_stiffness.engine.losses import check_labels, loss_identity
         from keras_stiffness.engine.model_cache import cached_units, model_cache
 
         method = parse_method(method)
@@ -300,9 +300,10 @@ class Prepared:
         if method is Method.AUTO:
             method = Method.JACOBIAN if all(u.rule is None for u in units) else Method.STRUCTURED
         probe_signature = tuple((leaf.shape[1:], leaf.dtype.str) for leaf in nested.leaves(self.x))
+        loss_key, loss_anchor = loss_identity(loss if loss is not None else getattr(model, "loss", None))
         facts = cache.get(
-            ("prepared", method.value, precision, self.chunk_size, probe_signature, loss is None),
-            (loss if loss is not None else getattr(model, "loss", None), units),
+            ("prepared", method.value, precision, self.chunk_size, probe_signature, loss is None, loss_key),
+            (loss_anchor, units),
             lambda: ModelFacts.build(model, units, self.x, y, loss, method, precision),
         )
         check_labels(y, facts.out_shape, facts.loss_name)
@@ -478,6 +479,12 @@ def gradient_gram(
     The whole matrix is returned; for large ``N`` use :func:`gram_blocks` (or a measurement), which
     never forms it.
 
+    What is learned about the model (its units, the loss, the probes' shapes) is kept with it, and the
+    second call of the same shape compiles the capture pass and the products of the rules that
+    trace (Dense) into ``tf.function`` graphs that later calls reuse (see
+    :mod:`keras_stiffness.engine.traced`): a callback's repeated measurements run compiled, a single
+    call never pays for tracing.
+
     Args:
         model: A built Keras model (Sequential, functional or subclassed), single output.
         x: ``(N, ...)`` probe inputs; for a model with several inputs, a dict, list or tuple of
@@ -495,7 +502,7 @@ def gradient_gram(
         block_size: Probes per block instead of the size the budget allows.
 
     Returns:
-        A :class:`GramResult`.
+        A :class:`GramResult` (read-only arrays).
 
     Raises:
         ValueError: Mismatched lengths, N < 2, NaN/Inf inputs, labels out of range, an unbuilt model,

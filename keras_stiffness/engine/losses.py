@@ -19,6 +19,34 @@ def describe_loss(loss) -> str:
     return str(name or type(loss).__name__)
 
 
+def loss_identity(loss) -> tuple:
+    """What makes two losses give the same per-example values, as ``(key, anchor)`` for caching.
+
+    A loss name, or one of Keras' own ``Loss`` classes with its config, is compared by value (a fresh
+    ``SparseCategoricalCrossentropy()`` per call is the same loss); anything else (a function, a
+    user's ``Loss`` subclass) by identity: ``anchor`` is the object itself, for the cache to hold.
+
+    Example:
+        >>> import keras
+        >>> a = loss_identity(keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        >>> a == loss_identity(keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        True
+        >>> a == loss_identity(keras.losses.SparseCategoricalCrossentropy())
+        False
+    """
+    import keras
+
+    if loss is None or isinstance(loss, str):
+        return ("value", loss), None
+    if isinstance(loss, keras.losses.Loss) and keras_compat.is_builtin_layer(loss):  # a Keras class
+        try:
+            config = repr(sorted(loss.get_config().items()))
+        except Exception:  # noqa: BLE001 - no usable config: compare by identity
+            return ("object",), loss
+        return ("value", type(loss).__name__, config), None
+    return ("object",), loss
+
+
 def resolve_loss(model, loss=None) -> Tuple[Callable, str]:
     """The per-example loss function and its name.
 

@@ -24,6 +24,7 @@ the graph and computed eagerly.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -41,6 +42,33 @@ class _Slot:
     """Where a tensor of the records sits in the graph's flat output list."""
 
     index: int
+
+
+class _Sources:
+    """The tensors behind the NumPy views a traced capture hands out, so that the product graph takes
+    the tensors themselves (no copy back, and on a GPU no trip through the host)."""
+
+    def __init__(self) -> None:
+        self._by_id: Dict[int, tuple] = {}
+
+    def view(self, tensor) -> np.ndarray:
+        """A read-only NumPy view of ``tensor``, remembered while the view lives."""
+        array = np.asarray(tensor)
+        key = id(array)
+        self._by_id[key] = (weakref.ref(array, lambda _, key=key: self._by_id.pop(key, None)), tensor)
+        return array
+
+    def tensor(self, array):
+        """The tensor ``array`` was made from by :meth:`view`, else ``array`` as a new tensor."""
+        import tensorflow as tf
+
+        entry = self._by_id.get(id(array))
+        if entry is not None and entry[0]() is array:
+            return entry[1]
+        return tf.convert_to_tensor(array)
+
+
+_SOURCES = _Sources()
 
 
 def signature(xb, yb) -> tuple:
@@ -160,7 +188,7 @@ class TracedCapture:
         except Exception as exc:  # noqa: BLE001 - a layer that cannot be traced: stay eager, same results
             self.failed = f"{type(exc).__name__}: {exc}"
             return self._eager(xb, yb)
-        values = [np.asarray(t) for t in flat]  # views of the tensors' buffers (no copy on CPU)
+        values = [_SOURCES.view(t) for t in flat]  # views of the tensors' buffers (no copy on CPU)
         skeleton, order, loss_slot = self._skeletons[key]
         records = {
             name: [
@@ -252,10 +280,9 @@ class TracedProducts:
         graph = self._graphs[key]
         if graph is None:
             return None
-        import tensorflow as tf
 
         function, names = graph
-        per_layer, total = function(*[tf.convert_to_tensor(v) for v in flat])
+        per_layer, total = function(*[_SOURCES.tensor(v) for v in flat])
         return PairProducts({n: np.asarray(g) for n, g in zip(names, per_layer)}, np.asarray(total))
 
     def _trace(self, units, layout, shape: tuple, flat: List[np.ndarray]):
