@@ -557,12 +557,11 @@ def _forward_order(units, captures):
 
 
 def _sum(blocks: Dict[str, Any], shape: tuple) -> np.ndarray:
-    """Sum of per-weight blocks in float64, as a fresh (writable) array on the host.
+    """Sum of per-weight blocks in float64, back on the host once per layer.
 
     Rules return fresh float64 NumPy arrays (summed in place), or TensorFlow tensors in their product
-    precision. Tensors on a CPU are read in place and summed by NumPy into one new float64 array (one
-    pass, no float64 copies of each); tensors on another device are summed there in float64 and come
-    back once.
+    precision: those are summed where they live, in float64, and the result is a read-only view of
+    that sum (no float64 copy on the CPU: fresh host memory costs more than the sum itself).
     """
     values = list(blocks.values())
     if not values:
@@ -574,15 +573,7 @@ def _sum(blocks: Dict[str, Any], shape: tuple) -> np.ndarray:
         return total
     import tensorflow as tf
 
-    if not all(isinstance(g, np.ndarray) or "CPU" in g.device.upper() for g in values):
-        return tf.add_n([tf.cast(tf.convert_to_tensor(g), tf.float64) for g in values]).numpy()
-    views = [np.asarray(g) for g in values]  # CPU tensors: views of their buffers, no copy
-    if len(views) == 1:
-        return np.array(views[0], dtype=np.float64)
-    total = np.add(views[0], views[1], dtype=np.float64)
-    for v in views[2:]:
-        np.add(total, v, out=total)
-    return total
+    return np.asarray(tf.add_n([tf.cast(tf.convert_to_tensor(g), tf.float64) for g in values]))
 
 
 def _rule_blocks(unit, captured) -> Dict[str, Any]:
