@@ -306,11 +306,15 @@ class TracedProducts:
                     for a, k, v, g in calls
                 ]
                 captured = LayerCapture(records, n, precision, split, block_elements)
+                # One layer after the other, as eagerly: the layers' product temporaries never coexist,
+                # so the memory plan (engine.blocks) holds for the graph too.
+                after = [per_layer[-1]] if per_layer else []
                 try:
-                    blocks = self.blocks(by_name[name], captured)
-                    if not all(tf.is_tensor(b) for b in blocks.values()):
-                        continue  # a rule that formed host arrays: eager
-                    block = tf.add_n([tf.cast(b, tf.float64) for b in blocks.values()]) if blocks else None
+                    with tf.control_dependencies(after):
+                        blocks = self.blocks(by_name[name], captured)
+                        if not all(tf.is_tensor(b) for b in blocks.values()):
+                            continue  # a rule that formed host arrays: eager
+                        block = tf.add_n([tf.cast(b, tf.float64) for b in blocks.values()]) if blocks else None
                 except Exception:  # noqa: BLE001 - this capture does not trace (NumPy in the rule): eager
                     continue
                 if block is None:
