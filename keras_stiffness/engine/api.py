@@ -210,7 +210,13 @@ class BlockCapture:
 @dataclasses.dataclass
 class ModelFacts:
     """What :class:`Prepared` learns about a model, loss and probe shape once (cached with the model,
-    see :mod:`keras_stiffness.engine.model_cache`): none of it depends on the weights' values."""
+    see :mod:`keras_stiffness.engine.model_cache`): none of it depends on the weights' values.
+
+    Attributes:
+        layered: On the structured route, the units with a layer in forward order; empty on the
+            jacobian route.
+        shared: On the structured route, the shared-variable units; empty on the jacobian route.
+    """
 
     per_example_loss: Callable
     loss_name: str
@@ -219,11 +225,24 @@ class ModelFacts:
     method: str
     layered: list
     shared: list
-    layer_names: list
-    rules: Dict[str, str]
     probe_bytes: int
     traced: Any = None
     products: Any = None
+
+    @property
+    def blocks(self) -> list:
+        """The units that get a block, in the order of the results."""
+        return self.layered + self.shared if self.method == Method.STRUCTURED.value else list(self.units)
+
+    @property
+    def layer_names(self) -> list:
+        return [u.name for u in self.blocks]
+
+    @property
+    def rules(self) -> Dict[str, str]:
+        """Block name → how it is computed (the jacobian for shared variables and on that route)."""
+        structured = self.method == Method.STRUCTURED.value
+        return {u.name: u.rule_name if structured and u.layer is not None else "jacobian" for u in self.blocks}
 
     @classmethod
     def build(cls, model, units, x, y, loss, method: "Method", precision: str) -> "ModelFacts":
@@ -235,40 +254,19 @@ class ModelFacts:
         per_example_loss, loss_name = resolve_loss(model, loss)
         out_shape = tuple(np.asarray(model(nested.cut(x, 0, 2), training=False)).shape)
         check_labels(y, out_shape, loss_name)  # before the sample capture differentiates the loss
+        facts = cls(per_example_loss, loss_name, out_shape, units, method.value, [], [], 0)
         if method is Method.JACOBIAN:
-            probe_bytes = sum(leaf[:1].nbytes for leaf in nested.leaves(x)) + 8
-            names = [u.name for u in units]
-            return cls(
-                per_example_loss,
-                loss_name,
-                out_shape,
-                units,
-                method.value,
-                [],
-                [],
-                names,
-                {name: "jacobian" for name in names},
-                probe_bytes,
-            )
+            facts.probe_bytes = sum(leaf[:1].nbytes for leaf in nested.leaves(x)) + 8
+            return facts
         sample, _, _ = capture(
             model, units, nested.cut(x, 0, 2), y[:2], per_example_loss, chunk_size=2, precision=precision
         )
-        layered = _forward_order([u for u in units if u.layer is not None], sample)
-        shared = [u for u in units if u.layer is None]
-        return cls(
-            per_example_loss,
-            loss_name,
-            out_shape,
-            units,
-            method.value,
-            layered,
-            shared,
-            [u.name for u in layered + shared],
-            {u.name: (u.rule_name if u.layer is not None else "jacobian") for u in layered + shared},
-            max(1, capture_bytes(sample) // 2),
-            TracedCapture(model, units, per_example_loss),
-            TracedProducts(layered, _rule_blocks),
-        )
+        facts.layered = _forward_order([u for u in units if u.layer is not None], sample)
+        facts.shared = [u for u in units if u.layer is None]
+        facts.probe_bytes = max(1, capture_bytes(sample) // 2)
+        facts.traced = TracedCapture(model, units, per_example_loss)
+        facts.products = TracedProducts(facts.layered, _rule_blocks)
+        return facts
 
 
 class Prepared:
