@@ -261,10 +261,7 @@ def child_whole(spec):
         probes.is_val,
         probes.n_classes,
         reps,
-        measures=config.measures,
-        metric=config.metric,
-        bins=config.bins,
-        min_count=config.min_count,
+        **config.summary_options(),
     )
     times["summarize"] = time.perf_counter() - t
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu

@@ -59,10 +59,7 @@ def whole_matrix_measurement(adapter, probes, config):
         probes.is_val,
         probes.n_classes,
         reps,
-        measures=config.measures,
-        metric=config.metric,
-        bins=config.bins,
-        min_count=config.min_count,
+        **config.summary_options(),
     )
 
 

@@ -80,6 +80,15 @@ class MeasureConfig:
         for name, value in fields.items():  # frozen: the canonical values are set once, here
             object.__setattr__(self, name, value)
 
+    def summary_options(self) -> dict:
+        """The keyword options of ``summarize`` and ``StreamingSummary`` these settings choose.
+
+        Example:
+            >>> MeasureConfig(bins=10).summary_options()
+            {'measures': ('sign', 'cos'), 'metric': 'cosine', 'bins': 10, 'min_count': 10}
+        """
+        return {"measures": self.measures, "metric": self.metric, "bins": self.bins, "min_count": self.min_count}
+
     def to_dict(self) -> dict:
         """JSON-ready settings (lists instead of tuples).
 

@@ -281,10 +281,7 @@ def measure(
         norms.per_layer,
         spaces=spaces,
         edges=edges,
-        measures=config.measures,
-        metric=config.metric,
-        bins=config.bins,
-        min_count=config.min_count,
+        **config.summary_options(),
     )
     if on_start is not None:
         on_start(
