@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import queue
@@ -15,6 +14,7 @@ import threading
 import h5py
 import numpy as np
 import pytest
+import store_helper as helper
 
 import keras_stiffness
 from keras_stiffness.store import layout as store_layout
@@ -34,9 +34,6 @@ from keras_stiffness.store.writer import RunWriter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HELPER = os.path.join(HERE, "store_helper.py")
-_spec = importlib.util.spec_from_file_location("store_helper", HELPER)
-helper = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(helper)
 make_info, make_measurement = helper.make_info, helper.make_measurement
 C, P, M, L, R, B, N = helper.C, helper.P, helper.M, helper.L, helper.R, helper.B, helper.N
 

@@ -4,7 +4,6 @@ the reader of version 1 files, the upgrade of a version 1 file on resume, and th
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -17,6 +16,7 @@ import time
 import h5py
 import numpy as np
 import pytest
+import store_helper as helper
 from click.testing import CliRunner
 
 from keras_stiffness.cli.main import cli
@@ -34,9 +34,6 @@ from keras_stiffness.store.writer import RunWriter
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
-_spec = importlib.util.spec_from_file_location("store_helper", HERE / "store_helper.py")
-helper = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(helper)
 make_info, make_measurement = helper.make_info, helper.make_measurement
 
 #: A run file of format version 1: a copy of the old reference run ``saved_runs/sweep/mlp-digits-lr0.001``

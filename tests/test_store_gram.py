@@ -3,7 +3,6 @@ read whole or by blocks, and the size limit (no TensorFlow)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -14,6 +13,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
+import store_helper as helper
 
 from keras_stiffness.store import files as store_files
 from keras_stiffness.store.layout import (
@@ -31,9 +31,6 @@ from keras_stiffness.store.writer import RunWriter
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
-_spec = importlib.util.spec_from_file_location("store_helper", HERE / "store_helper.py")
-helper = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(helper)
 make_measurement = helper.make_measurement
 V1_RUN = HERE / "data" / "run_format1.h5"
 
