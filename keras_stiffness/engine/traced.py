@@ -103,6 +103,25 @@ def _fill(skeleton, values: List[np.ndarray]) -> Any:
     return tf.nest.map_structure(lambda leaf: values[leaf.index] if isinstance(leaf, _Slot) else leaf, skeleton)
 
 
+def _record_skeleton(record: CallRecord, flat: List, slots: Callable, output: bool = False) -> tuple:
+    """``(args, kwargs, values, grads, output)`` of a record with its leaves put in ``flat`` by ``slots``
+    (the output only when asked: a layer's first call)."""
+    parts = (record.args, record.kwargs, record.values, record.grads)
+    return tuple(slots(part, flat) for part in parts) + (slots(record.output, flat) if output else None,)
+
+
+def _record_from(skeleton: tuple, values) -> CallRecord:
+    """The :class:`CallRecord` of :func:`_record_skeleton`, its leaves taken from ``values``."""
+    args, kwargs, vals, grads, output = skeleton
+    return CallRecord(
+        args=_fill(args, values),
+        kwargs=_fill(kwargs, values),
+        values=_fill(vals, values),
+        grads=_fill(grads, values),
+        output=None if output is None else _fill(output, values),
+    )
+
+
 class TracedCapture:
     """``(xb, yb) -> (records, order, losses)`` like the eager capture of one chunk, compiled per shape.
 
@@ -153,16 +172,7 @@ class TracedCapture:
         records, order, loss = chunk_records(self.model, self.units, xb, yb, self.per_example_loss, self.grads)
         flat: List = []
         skeleton = {
-            name: [
-                (
-                    _flatten(r.args, flat),
-                    _flatten(r.kwargs, flat),
-                    _flatten(r.values, flat),
-                    _flatten(r.grads, flat),
-                    _flatten(r.output, flat) if k == 0 else None,
-                )
-                for k, r in enumerate(calls)
-            ]
+            name: [_record_skeleton(r, flat, _flatten, output=k == 0) for k, r in enumerate(calls)]
             for name, calls in records.items()
         }
         loss_slot = None if loss is None else _flatten(loss, flat)
@@ -190,19 +200,7 @@ class TracedCapture:
             return self._eager(xb, yb)
         values = [_SOURCES.view(t) for t in flat]  # views of the tensors' buffers (no copy on CPU)
         skeleton, order, loss_slot = self._skeletons[key]
-        records = {
-            name: [
-                CallRecord(
-                    args=_fill(args, values),
-                    kwargs=_fill(kwargs, values),
-                    values=_fill(vals, values),
-                    grads=_fill(grads, values),
-                    output=None if output is None else _fill(output, values),
-                )
-                for args, kwargs, vals, grads, output in calls
-            ]
-            for name, calls in skeleton.items()
-        }
+        records = {name: [_record_from(c, values) for c in calls] for name, calls in skeleton.items()}
         return records, list(order), None if loss_slot is None else _fill(loss_slot, values)
 
 
@@ -261,15 +259,7 @@ class TracedProducts:
         layout = []
         for u in units:
             c = captures[u.name]
-            calls = [
-                (
-                    _array_slots(r.args, flat),
-                    _array_slots(r.kwargs, flat),
-                    _array_slots(r.values, flat),
-                    _array_slots(r.grads, flat),
-                )
-                for r in c.calls
-            ]
+            calls = [_record_skeleton(r, flat, _array_slots) for r in c.calls]
             layout.append((u.name, calls, (c.n, c.precision, c.split, c.block_elements)))
         key = (tuple(shape), repr(layout), tuple((v.shape, v.dtype.str) for v in flat))
         if key not in self._graphs:
@@ -296,15 +286,7 @@ class TracedProducts:
             names.clear()
             per_layer = []
             for name, calls, (n, precision, split, block_elements) in layout:
-                records = [
-                    CallRecord(
-                        args=_fill(a, tensors),
-                        kwargs=_fill(k, tensors),
-                        values=_fill(v, tensors),
-                        grads=_fill(g, tensors),
-                    )
-                    for a, k, v, g in calls
-                ]
+                records = [_record_from(c, tensors) for c in calls]
                 captured = LayerCapture(records, n, precision, split, block_elements)
                 # One layer after the other, as eagerly: the layers' product temporaries never coexist,
                 # so the memory plan (engine.blocks) holds for the graph too.
