@@ -581,10 +581,9 @@ def _rule_blocks(unit, captured) -> Dict[str, Any]:
 
 def total_of(per_layer: Dict[str, np.ndarray], n: int) -> np.ndarray:
     """The total Gram: the sum of the per-layer blocks (a new array; the blocks are left as they are)."""
-    total = np.zeros((n, n))
-    for g in per_layer.values():
-        total += g
-    return total
+    from keras_stiffness.engine.blocks import block_total
+
+    return block_total(per_layer, (n, n))
 
 
 def check_losses(losses: np.ndarray, loss_name: str) -> None:

@@ -171,6 +171,22 @@ def plan_blocks(
     return BlockPlan(n, b, budget, cached, bool(buffer), worker, workers, elements)
 
 
+def block_total(per_layer: Dict[str, np.ndarray], shape: tuple) -> np.ndarray:
+    """The sum of per-layer blocks of ``shape``, as a new array (the blocks are left as they are).
+
+    Example:
+        >>> block_total({"a": np.ones((2, 3)), "b": np.full((2, 3), 2.0)}, (2, 3))[0]
+        array([3., 3., 3.])
+    """
+    values = list(per_layer.values())
+    if len(values) < 2:
+        return np.array(values[0]) if values else np.zeros(shape)
+    total = np.add(values[0], values[1])  # a new array, without a pass of zeros first
+    for g in values[2:]:
+        total += g
+    return total
+
+
 @dataclasses.dataclass
 class GramBlock:
     """One block of the Gram matrix.
@@ -316,15 +332,8 @@ class GramBlocks:
             second = first if i == j else self._capture(j)
             per_layer, total = self.setup.pair_grams(first, second, self.plan.block_elements)
         rows, cols = slice(*bounds[i]), slice(*bounds[j])
-        values = list(per_layer.values())
-        if total is not None:
-            pass  # formed with the layers' blocks
-        elif len(values) < 2:
-            total = np.array(values[0]) if values else np.zeros((rows.stop - rows.start, cols.stop - cols.start))
-        else:
-            total = np.add(values[0], values[1])  # a new array, without a pass of zeros first
-            for g in values[2:]:
-                total += g
+        if total is None:  # not formed with the layers' blocks
+            total = block_total(per_layer, (rows.stop - rows.start, cols.stop - cols.start))
         self._done += 1
         if self.progress is not None:
             self.progress(self._done, self.total_steps)
